@@ -1,0 +1,77 @@
+"""Optimizers as small Optax chains, built from a resolved ``TrainConfig``.
+
+The NFNet reference order is kept: AGC on the raw gradient, then coupled L2
+weight decay, then SGD with Nesterov momentum. The ViT recipe is global-norm
+clipping then AdamW with decoupled weight decay. Masks are decided by
+parameter path names (see ``decay_mask`` and ``agc_mask``).
+"""
+
+from __future__ import annotations
+
+import jax
+import optax
+
+from scaling.config import TrainConfig
+
+# The classifier is always a layer named ``head`` (registry contract).
+CLASSIFIER = "head"
+
+
+def _path_names(path) -> tuple[str, ...]:
+    return tuple(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
+
+
+def decay_mask(params):
+    """Weight decay only on weight matrices and conv kernels (leaves named ``kernel``).
+
+    Gains, biases, SkipInit gains, LayerNorm scales and position embeddings
+    are not decayed (NFNet reference and big_vision's ``.*/kernel$`` rule).
+    """
+    return jax.tree_util.tree_map_with_path(lambda p, _: _path_names(p)[-1] == "kernel", params)
+
+
+def agc_mask(params):
+    """AGC on every parameter except the final classifier weight (NF21 section 4.1)."""
+
+    def keep(path, _):
+        names = _path_names(path)
+        return not (CLASSIFIER in names[:-1] and names[-1] == "kernel")
+
+    return jax.tree_util.tree_map_with_path(keep, params)
+
+
+def schedule(cfg: TrainConfig, total_steps: int) -> optax.Schedule:
+    """Linear warmup from 0 over ``warmup_fraction`` of the run, cosine decay to 0."""
+    warmup = int(round(cfg.warmup_fraction * total_steps))
+    warmup = min(max(warmup, 0), max(total_steps - 1, 0))
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0,
+        peak_value=cfg.lr,
+        warmup_steps=warmup,
+        decay_steps=max(total_steps, 1),
+        end_value=0.0,
+    )
+
+
+def build(cfg: TrainConfig, total_steps: int) -> optax.GradientTransformation:
+    lr = schedule(cfg, total_steps)
+    parts: list[optax.GradientTransformation] = []
+    if cfg.agc_clip:
+        parts.append(optax.masked(optax.adaptive_grad_clip(cfg.agc_clip, eps=1e-3), agc_mask))
+    if cfg.grad_clip_norm:
+        parts.append(optax.clip_by_global_norm(cfg.grad_clip_norm))
+    if cfg.optimizer == "sgd":
+        if cfg.weight_decay and cfg.weight_decay_mode == "coupled":
+            parts.append(optax.add_decayed_weights(cfg.weight_decay, mask=decay_mask))
+        parts.append(optax.trace(decay=cfg.momentum, nesterov=True))
+        if cfg.weight_decay and cfg.weight_decay_mode == "decoupled":
+            parts.append(optax.add_decayed_weights(cfg.weight_decay, mask=decay_mask))
+        parts.append(optax.scale_by_learning_rate(lr))
+    else:  # adamw
+        if cfg.weight_decay and cfg.weight_decay_mode == "coupled":
+            parts.append(optax.add_decayed_weights(cfg.weight_decay, mask=decay_mask))
+        parts.append(optax.scale_by_adam(b1=cfg.b1, b2=cfg.b2))
+        if cfg.weight_decay and cfg.weight_decay_mode == "decoupled":
+            parts.append(optax.add_decayed_weights(cfg.weight_decay, mask=decay_mask))
+        parts.append(optax.scale_by_learning_rate(lr))
+    return optax.chain(*parts)
