@@ -25,6 +25,7 @@ class TrainConfig:
     val_size: int | None = None  # None: the data set's default (5,000 for CIFAR-10)
     image_size: int | None = None  # None: the data set's native size
     epochs: float = 1.0  # fractional epochs allowed
+    steps: int | None = None  # if set, overrides epochs (``--steps`` / ``--examples``)
     batch_size: int = 128
     seed: int = 0
 
@@ -89,6 +90,8 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     spec = registry.get(cfg.model)
     if not (isinstance(cfg.epochs, (int, float)) and math.isfinite(cfg.epochs) and cfg.epochs > 0):
         raise UserError(f"--epochs must be a positive number, got {cfg.epochs}")
+    if cfg.steps is not None and not (isinstance(cfg.steps, int) and cfg.steps > 0):
+        raise UserError(f"--steps must be a positive integer, got {cfg.steps}")
     if not (isinstance(cfg.batch_size, int) and cfg.batch_size > 0):
         raise UserError(f"--batch-size must be a positive integer, got {cfg.batch_size}")
     recipe = spec.recipe(cfg.batch_size)

@@ -1,7 +1,9 @@
 """A small plain ConvNet: the baseline and plumbing model of the registry.
 
-Three stages of [3x3 conv -> ReLU] x ``depth`` followed by 2x2 average
-pooling, then global average pooling and a linear ``head``. Not a published
+Three stages of [3x3 conv -> GroupNorm -> ReLU] x ``depth`` followed by 2x2
+max pooling, then global average pooling and a linear ``head``. GroupNorm (not
+BatchNorm) keeps the model stateless, so the train step stays a pure function
+of parameters and batch. Not a published
 architecture; it exists so the pipeline can be exercised in minutes on a CPU.
 """
 
@@ -24,23 +26,42 @@ class SmallCNN(nn.Module):
         x = x.astype(self.dtype)
         for stage in range(3):
             for _ in range(self.depth):
-                x = nn.Conv(self.width * 2**stage, (3, 3), dtype=self.dtype)(x)
-                x = nn.relu(x)
-            x = nn.avg_pool(x, (2, 2), (2, 2))
+                x = nn.Conv(self.width * 2**stage, (3, 3), use_bias=False, dtype=self.dtype)(x)
+                x = nn.relu(nn.GroupNorm(num_groups=8, dtype=self.dtype)(x))
+            x = nn.max_pool(x, (2, 2), (2, 2))
         x = x.mean(axis=(1, 2))
         return nn.Dense(self.num_classes, name="head", dtype=self.dtype)(x).astype(jnp.float32)
 
 
-def cnn_forward_flops(image_size: int, num_classes: int, width: int, depth: int, in_ch: int = 3) -> int:
-    """2 x MACs of the convolutions and the head (SAME padding counted in full)."""
-    flops, size, cin = 0, image_size, in_ch
+def _valid_taps(size: int, k: int = 3) -> int:
+    """Multiplies per output channel per input channel of a stride-1 SAME conv,
+    counting only taps that land inside the image (XLA's convention)."""
+    pad = k // 2
+    per_axis = sum(min(i + pad, size - 1) - max(i - pad, 0) + 1 for i in range(size))
+    return per_axis * per_axis
+
+
+def cnn_conv_flops(image_size: int, width: int, depth: int, in_ch: int = 3) -> list[int]:
+    """Forward FLOPs (2 x MAC, valid taps) of each conv, in order."""
+    out, size, cin = [], image_size, in_ch
     for stage in range(3):
         cout = width * 2**stage
         for _ in range(depth):
-            flops += 2 * size * size * 9 * cin * cout
+            out.append(2 * _valid_taps(size) * cin * cout)
             cin = cout
         size //= 2
-    return flops + 2 * cin * num_classes
+    return out
+
+
+def cnn_forward_flops(image_size: int, num_classes: int, width: int, depth: int) -> int:
+    return sum(cnn_conv_flops(image_size, width, depth)) + 2 * 4 * width * num_classes
+
+
+def cnn_train_flops(image_size: int, num_classes: int, width: int, depth: int) -> int:
+    """Forward + backward: 3 x forward, less the first conv's input gradient,
+    which nobody needs (the input is data, not a parameter)."""
+    first = cnn_conv_flops(image_size, width, depth)[0]
+    return 3 * cnn_forward_flops(image_size, num_classes, width, depth) - first
 
 
 _LADDER = {"cnn-xs": (16, 1), "cnn-s": (32, 1), "cnn-m": (64, 1), "cnn-l": (64, 2)}
@@ -56,11 +77,14 @@ for _rank, (_name, (_w, _d)) in enumerate(_LADDER.items()):
             forward_flops=lambda image_size, num_classes, _w=_w, _d=_d: cnn_forward_flops(
                 image_size, num_classes, _w, _d
             ),
+            train_flops=lambda image_size, num_classes, _w=_w, _d=_d: cnn_train_flops(
+                image_size, num_classes, _w, _d
+            ),
             recipe=lambda batch_size: dict(
-                optimizer="sgd", lr=0.05 * batch_size / 128, weight_decay=5e-4, label_smoothing=0.0
+                optimizer="sgd", lr=0.1 * batch_size / 128, weight_decay=5e-4, label_smoothing=0.0
             ),
             default_image_size=32,
-            description=f"plain ConvNet, widths {_w}/{2*_w}/{4*_w}, {_d} conv per stage",
+            description=f"ConvNet with GroupNorm, widths {_w}/{2*_w}/{4*_w}, {_d} conv per stage",
             ladder_rank=_rank,
         )
     )

@@ -8,7 +8,8 @@ at import time for each of its variants. ``ModelSpec`` is the whole contract:
   to float32 logits; randomness (dropout, stochastic depth) uses the
   ``'dropout'`` RNG stream. The classifier layer is named ``head``.
 - ``forward_flops(image_size, num_classes)`` is the analytic forward cost of
-  one example in FLOPs (2 x multiply-accumulate). Training cost is 3x this.
+  one example in FLOPs (2 x multiply-accumulate). Training cost is 3x this,
+  unless the family gives an exact ``train_flops`` of its own.
 - ``recipe(batch_size)`` returns the family's default training settings
   (``TrainConfig`` field names), e.g. optimizer, learning rate, weight decay.
 """
@@ -33,6 +34,8 @@ class ModelSpec:
     # Where the model sits in its family's size ladder (0 = smallest); None for
     # models that are not on a ladder (e.g. full-size ImageNet variants).
     ladder_rank: int | None = None
+    # Optional exact training (forward + backward) FLOPs per example; None: 3 x forward.
+    train_flops: Callable[[int, int], int] | None = None
 
 
 _REGISTRY: dict[str, ModelSpec] = {}

@@ -1,0 +1,205 @@
+"""Throughput, FLOPs and MFU of one model on this machine: ``python -m scaling.bench``.
+
+``measure`` is also the sweep's calibration: it compiles and times the exact
+train step the trainer runs (built by ``scaling.steps``), the evaluation step,
+and the input pipeline on its own, so the pipeline's share of step time is a
+measured number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import numpy as np
+
+from scaling.config import TrainConfig, resolve
+from scaling.errors import UserError, cli_main
+
+
+def _timed(fn, repeats: int) -> list[float]:
+    import jax
+
+    out = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(fn())
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def measure(
+    model: str,
+    batch_size: int,
+    image_size: int | None = None,
+    dataset: str = "cifar10",
+    steps: int = 5,
+    compute_dtype: str = "float32",
+    data_source: str | None = None,
+    model_kwargs: dict | None = None,
+) -> dict:
+    """Compile and time one model's train step, eval step and input pipeline."""
+    t_start = time.monotonic()
+    from scaling import runtime
+
+    runtime.setup()
+    import jax
+
+    from scaling import compute, steps as steps_lib
+    from scaling.data import load
+    from scaling.data.pipeline import ExampleStream, make_batch_fn
+    from scaling.models import registry
+
+    if steps < 1:
+        raise UserError(f"--steps must be positive, got {steps}")
+    cfg = resolve(
+        TrainConfig(
+            model=model,
+            dataset=dataset,
+            data_source=data_source,
+            batch_size=batch_size,
+            compute_dtype=compute_dtype,
+            model_kwargs=model_kwargs or {},
+        )
+    )
+    spec = registry.get(model)
+    data = load(dataset, data_source)
+    size = image_size or data.image_size
+    devices = compute.device_info()
+    if batch_size % devices["device_count"]:
+        raise UserError(f"--batch-size {batch_size} is not divisible by {devices['device_count']} devices")
+    mean, std = data.channel_stats()
+    parts = steps_lib.build(cfg, data.num_classes, size, mean, std, total_steps=1000)
+    rep, shard = parts.replicated, parts.batch_sharded
+    images = jax.device_put(data.train_images, rep)
+    labels = jax.device_put(data.train_labels, rep)
+    key = jax.random.key(0)
+    stream = ExampleStream(data.train_size, batch_size, 0)
+    idx = jax.device_put(stream.indices(0), shard)
+
+    t = time.monotonic()
+    state = parts.init_state(key)
+    train_step = parts.train_step.lower(state, images, labels, idx, key).compile()
+    compile_seconds = time.monotonic() - t
+    flops_xla = compute.xla_flops(train_step)
+
+    def one_step():
+        nonlocal state
+        state, m = train_step(state, images, labels, idx, key)
+        return m["loss"]
+
+    one_step()  # warm-up
+    step_times = _timed(one_step, steps)
+    step_seconds = statistics.median(step_times)
+
+    # The input pipeline alone: host index computation + on-device gather/augment.
+    batch_fn = jax.jit(make_batch_fn(mean, std, size, cfg.augment))
+    batch_fn(images, labels, idx, key)
+    data_device = statistics.median(_timed(lambda: batch_fn(images, labels, idx, key), max(steps, 3)))
+    t = time.perf_counter()
+    for s in range(50):
+        jax.device_put(stream.indices(s), shard)
+    data_host = (time.perf_counter() - t) / 50
+
+    eb = min(1000, data.val_size)
+    eb -= eb % devices["device_count"]
+    xe, ye = jax.device_put(data.val_images[:eb], shard), jax.device_put(data.val_labels[:eb], shard)
+    mask = jax.device_put(np.ones(eb, np.float32), shard)
+    t = time.monotonic()
+    eval_step = parts.eval_step.lower(state["params"], xe, ye, mask).compile()
+    eval_compile = time.monotonic() - t
+    eval_step(state["params"], xe, ye, mask)
+    eval_seconds = statistics.median(_timed(lambda: eval_step(state["params"], xe, ye, mask), 2))
+
+    flops_per_example = compute.train_flops_per_example(spec, size, data.num_classes)
+    ips = batch_size / step_seconds
+    return dict(
+        model=model,
+        family=spec.family,
+        params=steps_lib.count_params(state["params"]),
+        batch_size=batch_size,
+        image_size=size,
+        compute_dtype=compute_dtype,
+        compile_seconds=compile_seconds + eval_compile,
+        train_compile_seconds=compile_seconds,
+        step_seconds=step_seconds,
+        step_seconds_all=step_times,
+        images_per_second=ips,
+        eval_seconds_per_example=eval_seconds / eb,
+        data_seconds_device=data_device,
+        data_seconds_host=data_host,
+        pipeline_share=(data_device + data_host) / step_seconds,
+        flops_per_example=flops_per_example,
+        flops_per_example_xla=flops_xla / batch_size * devices["device_count"] if flops_xla else None,
+        achieved_flops_per_second=flops_per_example * ips,
+        mfu=compute.mfu(flops_per_example * ips, devices["device_kind"], devices["device_count"]),
+        peak_flops_per_device=compute.peak_flops(devices["device_kind"]),
+        **devices,
+        wall_seconds=time.monotonic() - t_start,
+    )
+
+
+def measure_matmul_peak(n: int = 2048, repeats: int = 5) -> float:
+    """Measured fp32 matmul FLOP/s of this machine's first device: a CPU's practical peak."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jnp.ones((n, n), jnp.float32)
+    f = jax.jit(lambda x: x @ x)
+    f(a).block_until_ready()
+    return 2 * n**3 / min(_timed(lambda: f(a), repeats))
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m scaling.bench",
+        description="Time one model's train step on this machine; report FLOPs, throughput, MFU "
+        "and the input pipeline's share of step time.",
+    )
+    p.add_argument("--model", required=True)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--dataset", default="cifar10")
+    p.add_argument("--data", dest="data_source", help="ZIP/folder path, 'tfds' or 'synthetic'")
+    p.add_argument("--steps", type=int, default=10, help="timed steps (after one warm-up)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--measure-peak", action="store_true", help="also measure this device's fp32 matmul peak and report MFU against it")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    if args.batch_size <= 0:
+        raise UserError(f"--batch-size must be positive, got {args.batch_size}")
+    r = measure(args.model, args.batch_size, args.image_size, args.dataset, args.steps, args.dtype, args.data_source)
+    if args.measure_peak:
+        r["measured_peak_flops"] = measure_matmul_peak()
+        r["mfu_vs_measured_peak"] = r["achieved_flops_per_second"] / (r["measured_peak_flops"] * r["device_count"])
+    if args.json:
+        print(json.dumps(r, indent=2))
+        return 0
+    xla = r["flops_per_example_xla"]
+    print(f"{r['model']} ({r['family']}), {r['params']:,} params, batch {r['batch_size']} at {r['image_size']}px, "
+          f"{r['compute_dtype']}, {r['device_count']} x {r['device_kind']}")
+    print(f"  compile          {r['compile_seconds']:.2f} s")
+    print(f"  train step       {r['step_seconds'] * 1e3:.1f} ms  ({r['images_per_second']:.0f} images/s)")
+    print(f"  input pipeline   {(r['data_seconds_device'] + r['data_seconds_host']) * 1e3:.2f} ms "
+          f"(device {r['data_seconds_device'] * 1e3:.2f} + host {r['data_seconds_host'] * 1e3:.3f}) "
+          f"= {r['pipeline_share']:.2%} of step time")
+    print(f"  eval             {r['eval_seconds_per_example'] * 1e6:.1f} us/example")
+    print(f"  FLOPs/example    {r['flops_per_example'] / 1e9:.4f} GFLOP analytic (2xMAC, fwd+bwd)"
+          + (f", {xla / 1e9:.4f} by XLA cost analysis ({xla / r['flops_per_example']:.3f}x)" if xla else ""))
+    print(f"  achieved         {r['achieved_flops_per_second'] / 1e9:.1f} GFLOP/s")
+    if r["mfu"] is not None:
+        print(f"  MFU              {r['mfu']:.1%} of {r['peak_flops_per_device'] / 1e12:.0f} TFLOP/s dense bf16 peak")
+    elif "measured_peak_flops" in r:
+        print(f"  MFU              {r['mfu_vs_measured_peak']:.1%} of the measured fp32 matmul peak "
+              f"({r['measured_peak_flops'] / 1e9:.0f} GFLOP/s)")
+    else:
+        print("  MFU              unknown: no published peak for this device (try --measure-peak)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

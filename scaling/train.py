@@ -1,0 +1,450 @@
+"""One training run: ``python -m scaling.train --model NAME --epochs E --workdir DIR``.
+
+The run's workdir holds ``config.json`` (everything needed to re-run it),
+``metrics.jsonl`` (one JSON object per logged step or evaluation),
+``checkpoints/`` (Orbax), ``accounting.json`` (time spent so far, across
+interruptions) and, at the end, ``result.json``. Running the same command on
+the same workdir resumes from the last checkpoint and ends with the same
+result as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from scaling import __version__
+from scaling.config import TrainConfig, resolve
+from scaling.errors import UserError, cli_main
+from scaling.paths import atomic_write_bytes, atomic_write_json, read_json
+
+RESULT_SCHEMA = 1
+MAX_INTERMEDIATE_EVALS = 4
+
+
+class Accounting:
+    """Wall-clock seconds per part, per process segment, persisted atomically.
+
+    Accelerator-hours = wall-clock x devices, summed over every segment of the
+    run (an interrupted run's earlier segments included), each part recorded.
+    """
+
+    PARTS = ("compile", "train", "eval", "other")
+
+    def __init__(self, path: Path, device_count: int):
+        self.path, self.device_count = path, device_count
+        self.previous = read_json(path)["segments"] if path.exists() else []
+        self.seconds = {k: 0.0 for k in self.PARTS}
+        self.t0 = time.monotonic()
+
+    def add(self, part: str, seconds: float) -> None:
+        self.seconds[part] += seconds
+
+    def segment(self) -> dict:
+        wall = time.monotonic() - self.t0
+        known = sum(self.seconds[k] for k in ("compile", "train", "eval"))
+        return {**self.seconds, "other": max(wall - known, 0.0), "wall": wall, "devices": self.device_count}
+
+    def totals(self) -> dict:
+        segs = self.previous + [self.segment()]
+        hours = {k: sum(s[k] * s["devices"] for s in segs) / 3600 for k in self.PARTS}
+        return dict(
+            segments=segs,
+            accelerator_hours=sum(s["wall"] * s["devices"] for s in segs) / 3600,
+            accelerator_hours_breakdown=hours,
+            wall_seconds=sum(s["wall"] for s in segs),
+            compile_seconds=sum(s["compile"] for s in segs),
+        )
+
+    def flush(self) -> dict:
+        totals = self.totals()
+        atomic_write_json(self.path, totals)
+        return totals
+
+
+def _check_workdir(workdir: Path) -> None:
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        probe = workdir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"workdir {workdir} is not writable ({e.strerror})") from None
+
+
+def _claim_config(workdir: Path, cfg: TrainConfig) -> None:
+    """Write config.json, or check that the workdir's existing run is this one."""
+    path = workdir / "config.json"
+    mine = cfg.to_json()
+    if path.exists():
+        theirs = read_json(path)
+        if theirs != json.loads(json.dumps(mine)):
+            diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+            raise UserError(
+                f"workdir {workdir} holds a different run (differs in {', '.join(diff[:4])}); "
+                "use a new --workdir"
+            )
+    else:
+        atomic_write_json(path, mine)
+
+
+def _rewind_metrics(path: Path, step: int) -> None:
+    """Drop log lines past ``step`` (written after the checkpoint we resume from)."""
+    if not path.exists():
+        return
+    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
+    atomic_write_bytes(path, ("\n".join(keep) + "\n" if keep else "").encode())
+
+
+def default_eval_every(total_steps: int, steps_per_epoch: int) -> int:
+    """At most 4 intermediate evaluations, and at most one per epoch: evaluation
+    is compute the study pays for, so short runs only evaluate at the end."""
+    return max(math.ceil(total_steps / (MAX_INTERMEDIATE_EVALS + 1)), steps_per_epoch)
+
+
+def run(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True) -> dict:
+    """Train (or resume) ``cfg`` in ``workdir``; return the contents of ``result.json``."""
+    from scaling import runtime
+
+    runtime.setup()
+    import jax
+
+    from scaling import compute, steps
+    from scaling.checkpoint import Checkpointer
+    from scaling.data import load
+    from scaling.data.pipeline import ExampleStream
+    from scaling.models import registry
+
+    cfg = resolve(cfg)
+    workdir = Path(workdir)
+    _check_workdir(workdir)
+    _claim_config(workdir, cfg)
+    if (workdir / "result.json").exists():
+        return read_json(workdir / "result.json")
+
+    devices = compute.device_info()
+    acct = Accounting(workdir / "accounting.json", devices["device_count"])
+    spec = registry.get(cfg.model)
+    data = load(cfg.dataset, cfg.data_source, cfg.val_size)
+    image_size = cfg.image_size or data.image_size
+    if cfg.batch_size % devices["device_count"]:
+        raise UserError(f"--batch-size {cfg.batch_size} is not divisible by {devices['device_count']} devices")
+    steps_per_epoch = math.ceil(data.train_size / cfg.batch_size)
+    total_steps = cfg.steps or max(1, math.ceil(cfg.epochs * data.train_size / cfg.batch_size))
+    epochs = total_steps * cfg.batch_size / data.train_size
+    eval_every = cfg.eval_every or default_eval_every(total_steps, steps_per_epoch)
+    mean, std = data.channel_stats()
+
+    parts = steps.build(cfg, data.num_classes, image_size, mean, std, total_steps)
+    rep, shard = parts.replicated, parts.batch_sharded
+    images = jax.device_put(data.train_images, rep)
+    labels = jax.device_put(data.train_labels, rep)
+    base_key = jax.random.key(cfg.seed)
+    init_key, step_key = jax.random.split(base_key)
+
+    # Compile ahead of time so compile seconds are measured, not guessed.
+    t = time.monotonic()
+    abstract = jax.eval_shape(parts.init_state, init_key)
+    abstract = jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep), abstract)
+    idx_spec = jax.ShapeDtypeStruct((cfg.batch_size,), np.int32, sharding=shard)
+    train_step = parts.train_step.lower(abstract, images, labels, idx_spec, step_key).compile()
+    acct.add("compile", time.monotonic() - t)
+    flops_xla = compute.xla_flops(train_step)
+    flops_per_example = compute.train_flops_per_example(spec, image_size, data.num_classes)
+
+    ckpt = Checkpointer(workdir / "checkpoints")
+    start = ckpt.latest_step() or 0
+    t = time.monotonic()
+    state = ckpt.restore(start, abstract) if start else parts.init_state(init_key)
+    n_params = steps.count_params(state["params"])
+    metrics_path = workdir / "metrics.jsonl"
+    _rewind_metrics(metrics_path, start)
+    log = open(metrics_path, "a")
+
+    def write(record: dict) -> None:
+        log.write(json.dumps(record) + "\n")
+        log.flush()
+
+    eval_fns: dict = {}
+
+    def evaluate(params, split: str) -> tuple[float, float]:
+        t0 = time.monotonic()
+        x, y = getattr(data, f"{split}_images"), getattr(data, f"{split}_labels")
+        eb = min(1000, len(x))
+        eb -= eb % devices["device_count"]
+        loss = correct = 0.0
+        for i in range(0, len(x), eb):
+            xb, yb = x[i : i + eb], y[i : i + eb]
+            mask = np.ones(eb, np.float32)
+            if len(xb) < eb:  # pad the last batch so there is one compiled shape
+                mask[len(xb) :] = 0
+                xb = np.concatenate([xb, np.zeros((eb - len(xb),) + xb.shape[1:], xb.dtype)])
+                yb = np.concatenate([yb, np.zeros(eb - len(yb), yb.dtype)])
+            args = (params, jax.device_put(xb, shard), jax.device_put(yb, shard), jax.device_put(mask, shard))
+            if eb not in eval_fns:  # one compiled shape per eval batch size
+                tc = time.monotonic()
+                eval_fns[eb] = parts.eval_step.lower(*args).compile()
+                acct.add("compile", time.monotonic() - tc)
+                t0 += time.monotonic() - tc
+            ls, cs = eval_fns[eb](*args)
+            loss += float(ls)
+            correct += float(cs)
+        acct.add("eval", time.monotonic() - t0)
+        return loss / len(x), correct / len(x)
+
+    stream = ExampleStream(data.train_size, cfg.batch_size, cfg.seed)
+    bar = _progress(progress, total_steps, start, cfg.model)
+    ckpt_every = cfg.checkpoint_every
+    last_ckpt_time = time.monotonic()
+    pending: list = []
+    status, data_seconds, seg_examples = "done", 0.0, 0
+    t_train = time.monotonic()
+    step = start
+    try:
+        while step < total_steps:
+            td = time.monotonic()
+            idx = jax.device_put(stream.indices(step), shard)
+            data_seconds += time.monotonic() - td
+            state, m = train_step(state, images, labels, idx, step_key)
+            pending.append(m)
+            step += 1
+            seg_examples += cfg.batch_size
+            at_log = step % cfg.log_every == 0 or step == total_steps
+            at_eval = step % eval_every == 0 and step < total_steps
+            ckpt_due = (step % ckpt_every == 0) if ckpt_every else (time.monotonic() - last_ckpt_time > 60)
+            if not (at_log or at_eval or ckpt_due):
+                continue
+            fetched = jax.device_get(pending)
+            pending = []
+            now = time.monotonic()
+            acct.add("train", now - t_train)
+            losses = np.array([f["loss"] for f in fetched])
+            record = dict(
+                step=step,
+                epoch=step * cfg.batch_size / data.train_size,
+                examples=step * cfg.batch_size,
+                train_loss=float(losses.mean()),
+                train_accuracy=float(np.mean([f["accuracy"] for f in fetched])),
+                grad_norm=float(np.mean([f["grad_norm"] for f in fetched])),
+                lr=float(optim_lr(parts, cfg, total_steps, step)),
+                images_per_second=seg_examples / max(acct.seconds["train"], 1e-9),
+            )
+            if not np.all(np.isfinite(losses)):
+                status = "diverged"
+                write(record)
+                break
+            if at_log:
+                write(record)
+                if bar is not None:
+                    bar.update(step - bar.n)
+                    bar.set_postfix(loss=f"{record['train_loss']:.3f}")
+            if at_eval:
+                vl, va = evaluate(_eval_params(state), "val")
+                write(dict(step=step, epoch=record["epoch"], val_loss=vl, val_accuracy=va))
+            if ckpt_due:
+                ckpt.save(step, state)
+                last_ckpt_time = time.monotonic()
+            acct.flush()
+            t_train = time.monotonic()
+        else:
+            ckpt.save(step, state)
+    except KeyboardInterrupt:
+        # Keep what was done: checkpoint and account, then stop.
+        jax.block_until_ready(state)
+        ckpt.save(step, state)
+        acct.flush()
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    log.close()
+    ckpt.close()
+
+    if status == "done":
+        val_loss, val_acc = evaluate(_eval_params(state), "val")
+        test_loss, test_acc = evaluate(_eval_params(state), "test")
+    else:
+        val_loss = val_acc = test_loss = test_acc = float("nan")
+    final = _last_train_loss(metrics_path)
+    totals = acct.flush()
+    train_hours = totals["accelerator_hours_breakdown"]["train"]
+    examples_seen = total_steps * cfg.batch_size
+    seg_train = acct.seconds["train"]
+    ips = seg_examples / seg_train if seg_train > 0 else None
+    peak = compute.peak_flops(devices["device_kind"])
+    result = dict(
+        schema=RESULT_SCHEMA,
+        version=__version__,
+        status=status,
+        model=cfg.model,
+        family=spec.family,
+        params=n_params,
+        dataset=cfg.dataset,
+        dataset_hash=data.content_hash,
+        image_size=image_size,
+        num_classes=data.num_classes,
+        train_size=data.train_size,
+        epochs=epochs,
+        steps=total_steps,
+        batch_size=cfg.batch_size,
+        examples_seen=examples_seen,
+        lr=cfg.lr,
+        seed=cfg.seed,
+        val_loss=_num(val_loss),
+        val_accuracy=_num(val_acc),
+        test_loss=_num(test_loss),
+        test_accuracy=_num(test_acc),
+        train_loss=final,
+        flops_convention="FLOP = 2 x multiply-accumulate; training = forward + backward (3 x forward)",
+        flops_per_example=flops_per_example,
+        flops_per_example_xla=flops_xla / cfg.batch_size * devices["device_count"] if flops_xla else None,
+        train_flops=flops_per_example * examples_seen,
+        accelerator_hours=totals["accelerator_hours"],
+        accelerator_hours_breakdown=totals["accelerator_hours_breakdown"],
+        compile_seconds=totals["compile_seconds"],
+        wall_seconds=totals["wall_seconds"],
+        segments=len(totals["segments"]),
+        device_kind=devices["device_kind"],
+        device_count=devices["device_count"],
+        images_per_second=ips,
+        data_seconds_fraction=data_seconds / seg_train if seg_train > 0 else None,
+        peak_flops_per_device=peak,
+        peak_flops_source="vendor dense bf16 peak" if peak else "unknown for this device (see scaling.bench --measure-peak)",
+        mfu=compute.mfu(flops_per_example * ips, devices["device_kind"], devices["device_count"]) if ips else None,
+        train_accelerator_hours=train_hours,
+        config=cfg.to_json(),
+    )
+    atomic_write_json(workdir / "result.json", result)
+    return result
+
+
+def optim_lr(parts, cfg, total_steps, step):
+    from scaling.optim import schedule
+
+    return schedule(cfg, total_steps)(step)
+
+
+def _eval_params(state):
+    return state.get("ema", state["params"])
+
+
+def _num(x: float) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def _last_train_loss(path: Path) -> float | None:
+    lines = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+    losses = [r["train_loss"] for r in lines if "train_loss" in r]
+    return _num(losses[-1]) if losses else None
+
+
+def _progress(enabled: bool, total: int, start: int, name: str):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=start, desc=name, unit="step", dynamic_ncols=True, file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m scaling.train",
+        description="Train one model; re-running the same command on the same --workdir resumes it.",
+    )
+    p.add_argument("--workdir", required=True, help="run directory (created; resumed if it exists)")
+    p.add_argument("--config", help="a config.json (TrainConfig fields); flags override it")
+    p.add_argument("--model", help="registry name (see `python -m scaling.models`)")
+    p.add_argument("--dataset", help="cifar10 or any TFDS image-classification name")
+    p.add_argument("--data", dest="data_source", help="ZIP/folder path, 'tfds' or 'synthetic'")
+    p.add_argument("--val-size", type=int, help="validation images held out of train")
+    p.add_argument("--image-size", type=int, help="resize to this resolution (default: native)")
+    dur = p.add_mutually_exclusive_group()
+    dur.add_argument("--epochs", type=float, help="training length in epochs (fractional allowed)")
+    dur.add_argument("--steps", type=int, help="training length in steps")
+    dur.add_argument("--examples", type=int, help="training length in examples")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--optimizer", choices=["sgd", "adamw"])
+    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--warmup-fraction", type=float)
+    p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--agc-clip", type=float, help="AGC lambda (0 disables)")
+    p.add_argument("--grad-clip-norm", type=float, help="global-norm clip (0 disables)")
+    p.add_argument("--mixup-alpha", type=float)
+    p.add_argument("--ema-decay", type=float)
+    p.add_argument("--no-augment", dest="augment", action="store_false", default=None)
+    p.add_argument("--dtype", dest="compute_dtype", choices=["float32", "bfloat16"])
+    p.add_argument("--model-kwargs", type=json.loads, help="JSON dict passed to the model builder")
+    p.add_argument("--eval-every", type=int)
+    p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--log-every", type=int)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print result.json to stdout")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    base: dict = {}
+    if args.config:
+        try:
+            base = read_json(args.config)
+        except (OSError, ValueError) as e:
+            raise UserError(f"cannot read --config {args.config}: {e}") from None
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    for key, value in vars(args).items():
+        if key in fields and value is not None:
+            base[key] = value
+    cfg = TrainConfig.from_json(base)
+    if args.examples is not None:
+        if args.examples <= 0:
+            raise UserError(f"--examples must be positive, got {args.examples}")
+        cfg.steps = math.ceil(args.examples / cfg.batch_size)
+    return cfg
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    cfg = config_from_args(args)
+    result = run(cfg, args.workdir, progress=not args.quiet and not args.json)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(summary(result))
+    return 0
+
+
+def summary(r: dict) -> str:
+    acc = r["val_accuracy"]
+    acc_s = f"{acc:.2%}" if acc is not None else "n/a"
+    test = r["test_accuracy"]
+    test_s = f"{test:.2%}" if test is not None else "n/a"
+    vl = f"{r['val_loss']:.4f}" if r["val_loss"] is not None else "n/a"
+    mfu = f"{r['mfu']:.1%}" if r.get("mfu") else "unknown"
+    ips = f"{r['images_per_second']:.0f}" if r.get("images_per_second") else "n/a"
+    data_frac = r.get("data_seconds_fraction")
+    data_s = f"{data_frac:.2%}" if data_frac is not None else "n/a"
+    return (
+        f"{r['model']} [{r['status']}] {r['epochs']:.3g} epochs, {r['steps']} steps: "
+        f"val loss {vl}, val acc {acc_s}, test acc {test_s}\n"
+        f"  {r['params']:,} params, {r['flops_per_example'] / 1e9:.3f} GFLOP/example (train), "
+        f"{r['train_flops']:.3e} FLOP total, {ips} img/s, MFU {mfu}, host data time {data_s} of step time\n"
+        f"  {r['accelerator_hours']:.4f} accelerator-hours on {r['device_count']} x {r['device_kind']} "
+        f"(compile {r['compile_seconds']:.1f} s, wall {r['wall_seconds']:.1f} s)"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
