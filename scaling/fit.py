@@ -1,0 +1,168 @@
+"""Fit scaling laws to a study's runs: ``python -m scaling.fit PATH... [options]``.
+
+PATH is a study workdir (any tree of result.json files, e.g. from
+``python -m scaling.sweep``) or a CSV file with columns compute, loss and
+optionally params, examples (alias tokens), epochs, family. Prints a readable
+summary, or with --json exactly one JSON document; --out writes the plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+from scaling.errors import UserError, cli_main
+
+LAWS = ("power", "saturating", "parametric", "isoflop")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m scaling.fit",
+        description=__doc__.split("\n\n")[0],
+        epilog=(
+            "Runs with status != done are excluded and counted; per (model, epochs) the run with the "
+            "lowest validation loss is kept (the LR is tuned per epoch budget). Intervals are 95%% "
+            "percentile bootstrap intervals over runs."
+        ),
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="study workdir (tree of result.json) or CSV file")
+    p.add_argument("--x", default=None, metavar="COLUMN",
+                   help="compute column: default accelerator_hours for studies, compute for CSV "
+                        "(train_flops = training FLOPs, 2xMAC, fwd+bwd)")
+    p.add_argument("--law", default=None, metavar="LAW",
+                   help=f"one of {', '.join(LAWS)}; default: power and saturating on the frontier, "
+                        "selected by leave-largest-compute-out extrapolation error")
+    p.add_argument("--group-by", default="family", metavar="COLUMN",
+                   help="column to fit separately (default family; 'none' for one group)")
+    p.add_argument("--predict", type=float, default=None, metavar="BUDGET",
+                   help="predict loss, model size and epochs at this compute (units of --x)")
+    p.add_argument("--out", default=None, metavar="DIR", help="write plots (and fit.json) here")
+    p.add_argument("--format", default="png", metavar="FMTS", help="plot formats, comma separated (png,svg,pdf)")
+    p.add_argument("--bootstrap", type=int, default=200, metavar="N", help="bootstrap resamples (0: none)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--json", action="store_true", help="print one JSON document instead of the summary")
+    return p
+
+
+def _clean(obj):
+    """JSON-safe: numpy scalars to Python, non-finite floats to null."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _ci(ci) -> str:
+    if not ci or ci[0] is None or any(isinstance(v, float) and math.isnan(v) for v in ci):
+        return "[no interval]"
+    return f"[{ci[0]:.4g}, {ci[1]:.4g}]"
+
+
+def _summary(doc: dict, x: str) -> str:
+    lines = [f"x = {x}; y = validation loss"]
+    exc = doc.get("excluded") or {}
+    lines.append(
+        "excluded runs: " + (", ".join(f"{v} {k}" for k, v in sorted(exc.items())) if exc else "none")
+    )
+    lines.append(f"LR trials dropped: {doc['lr_trials_dropped']} ({doc['selection']})")
+    for name, g in doc["groups"].items():
+        lines.append(f"\n== {name}: {g['n_points']} runs, {g.get('n_frontier', '?')} on the frontier ==")
+        law = g.get("law")
+        if law:
+            lines.append(f"law {law['form']}" + (f" ({law['fitted_to']}, {law['n_fitted']} points)" if "fitted_to" in law else ""))
+            for k, v in law["params"].items():
+                lines.append(f"  {k:>12} = {v:.5g}  95% CI {_ci(law['ci95'].get(k))}")
+            ext = law.get("extrapolation_error")
+            lines.append(f"  extrapolation error (leave-largest-compute-out): {'n/a' if ext is None else f'{ext:.4g}'}")
+            if "converged" in law:
+                s = law["starts"]
+                lines.append(
+                    f"  converged: {law['converged']} (grad {law['grad_norm']:.1e}); "
+                    f"{s['at_optimum']}/{s['polished']} polished starts of a {s['grid']}-point grid reached the optimum"
+                )
+            if "bootstrap" in law:
+                b = law["bootstrap"]
+                lines.append(f"  bootstrap: {b['resamples']} resamples, {b['converged']} converged, {b['seconds']} s")
+        for cname, c in (g.get("candidates") or {}).items():
+            e = c["extrapolation_error"]
+            lines.append(f"  candidate {cname}: extrapolation error {'n/a' if e is None else f'{e:.4g}'}")
+        par = g.get("parametric")
+        if par and "bootstrap" in par:
+            b = par["bootstrap"]
+            lines.append(
+                f"parametric L(N,D) on all runs: alpha={par['params']['alpha']:.3f}, beta={par['params']['beta']:.3f}, "
+                f"E={par['params']['E']:.4g}; converged {par['converged']}; "
+                f"bootstrap {b['resamples']} resamples, {b['converged']} converged, {b['seconds']} s"
+            )
+        iso = (g.get("optimal_params", {}).get("by_method") or {}).get("isoflop")
+        if iso:
+            lines.append(f"IsoFLOP profiles: {iso['levels']} levels; bootstrap {iso['bootstrap']['seconds']} s")
+        for key, label in (("optimal_params", "N*"), ("optimal_epochs", "epochs*")):
+            for m, o in (g.get(key, {}).get("by_method") or {}).items():
+                lines.append(f"{label} ~ C^{o['exponent']:.3f}  95% CI {_ci(o['ci95'])}  ({m})")
+        pr = g.get("prediction")
+        if pr:
+            lines.append(f"prediction at {x} = {pr['budget']:g} ({pr['beyond_largest_observed']:.1f}x the largest observed):")
+            for k in ("loss", "params", "epochs"):
+                if k in pr:
+                    lines.append(f"  {k:>7} = {pr[k]['value']:.4g}  95% CI {_ci(pr[k]['ci95'])}")
+        lines.append(f"fit time {g['fit_seconds']} s (bootstrap included)")
+        for w in g.get("warnings", []):
+            lines.append(f"WARNING: {w}")
+    for name, c in (doc.get("comparison") or {}).items():
+        lines.append(f"\n{name}: x{c['multiplier']:.3g} compute for loss {c['loss']:.4g}, 95% CI {_ci(c['ci95'])}")
+    return "\n".join(lines)
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.law is not None and args.law not in LAWS:
+        raise UserError(f"unknown law {args.law!r}; choose one of {', '.join(LAWS)}")
+    formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    bad = [f for f in formats if f not in ("png", "svg", "pdf")]
+    if bad:
+        raise UserError(f"unknown plot format {bad[0]!r}; choose from png, svg, pdf")
+    if args.bootstrap < 0:
+        raise UserError("--bootstrap must be >= 0")
+
+    from analysis import records, study
+
+    table = records.load(args.paths)
+    table, x = records.select_x(table, args.x)
+    table = records.best_per_cell(table)
+    group_by = None if args.group_by.lower() == "none" else args.group_by
+    doc, results = study.analyse(
+        table, group_by=group_by, law=args.law, n_boot=args.bootstrap, predict=args.predict, seed=args.seed
+    )
+    doc = _clean({"x": x, **doc})
+    if args.out:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from pathlib import Path
+
+        from analysis import plots
+
+        paths = plots.save_all(results, x, args.out, formats, extend=args.predict)
+        (Path(args.out) / "fit.json").write_text(json.dumps(doc, indent=2))
+        doc["plots"] = [str(p) for p in paths]
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        print(_summary(doc, x))
+        if args.out:
+            print(f"\nwrote {len(doc['plots'])} plot file(s) and fit.json to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
