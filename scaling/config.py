@@ -26,7 +26,7 @@ class TrainConfig:
     image_size: int | None = None  # None: the data set's native size
     epochs: float = 1.0  # fractional epochs allowed
     steps: int | None = None  # if set, overrides epochs (``--steps`` / ``--examples``)
-    batch_size: int = 128
+    batch_size: int = 64  # small-budget default; recipes scale the learning rate with it
     seed: int = 0
 
     # Optimizer (None = from the family recipe, then FALLBACKS).

@@ -111,7 +111,26 @@ def default_eval_every(total_steps: int, steps_per_epoch: int) -> int:
 
 
 def run(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True) -> dict:
-    """Train (or resume) ``cfg`` in ``workdir``; return the contents of ``result.json``."""
+    """Train (or resume) ``cfg`` in ``workdir``; return the contents of ``result.json``.
+
+    A crash that is not the user's mistake (out of memory, a bug) is recorded
+    as ``status: failed`` with the error, so a sweep sees it and moves on.
+    """
+    try:
+        return _run(cfg, workdir, progress=progress)
+    except (UserError, KeyboardInterrupt):
+        raise
+    except Exception as e:
+        path = Path(workdir)
+        if (path / "config.json").exists() and not (path / "result.json").exists():
+            atomic_write_json(path / "result.json", dict(
+                schema=RESULT_SCHEMA, version=__version__, status="failed", model=cfg.model,
+                error=f"{type(e).__name__}: {e}"[:2000], config=cfg.to_json(),
+            ))
+        raise
+
+
+def _run(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True) -> dict:
     from scaling import runtime
 
     runtime.setup()
@@ -378,6 +397,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--optimizer", choices=["sgd", "adamw"])
     p.add_argument("--lr", type=float, help="peak learning rate")
     p.add_argument("--weight-decay", type=float)
+    p.add_argument("--weight-decay-mode", choices=["coupled", "decoupled"],
+                   help="coupled: L2 added to the gradient; decoupled: AdamW-style")
     p.add_argument("--warmup-fraction", type=float)
     p.add_argument("--label-smoothing", type=float)
     p.add_argument("--agc-clip", type=float, help="AGC lambda (0 disables)")

@@ -132,3 +132,12 @@ def test_different_run_in_same_workdir_is_refused(tmp_path):
     assert first.returncode == 0, first.stderr
     other = run_cli("scaling.train", *_train_args(tmp_path / "w", "synthetic", steps=3))
     assert other.returncode == 2 and "different run" in other.stderr
+
+
+def test_crash_is_recorded_as_failed(tmp_path):
+    """A crash that is not a user mistake leaves a ``failed`` record a sweep can read."""
+    r = run_cli("scaling.train", *_train_args(tmp_path / "w", "synthetic", steps=2,
+                                              extra=("--model-kwargs", '{"pool": "median"}')))
+    assert r.returncode != 0
+    result = json.loads((tmp_path / "w" / "result.json").read_text())
+    assert result["status"] == "failed" and "error" in result

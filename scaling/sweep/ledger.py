@@ -1,0 +1,160 @@
+"""What the study has spent, recomputed from its records every time.
+
+Total spend = calibration (worker wall-clock x devices)
+            + per trial: the trainer's accelerator-hours (result.json, else its
+              accounting.json: every segment, killed ones up to their last flush)
+              + the wrapper overhead of each of its processes (start-up before
+              the trainer's clock: measured at the segment's end, or the
+              calibrated estimate for a segment that was killed with the sweep)
+            + each sweep invocation's own time outside trials (sessions/*.json).
+
+Nothing is accumulated incrementally, so a re-run never charges twice: a
+finished trial's hours are read from the same result.json however many times
+the sweep runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import time
+
+from scaling.sweep import calibrate, state
+from scaling.sweep.state import Paths
+
+FINISHED = ("done", "diverged", "failed")
+
+
+@dataclasses.dataclass
+class TrialRecord:
+    id: str
+    spec: dict  # trial.json
+    status: str  # done | diverged | failed | started
+    trainer_hours: float
+    overhead_hours: float
+    result: dict | None
+    segments: int
+    crashes: int
+
+    @property
+    def hours(self) -> float:
+        return self.trainer_hours + self.overhead_hours
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+
+def trainer_hours(paths: Paths, trial_id: str) -> float:
+    run = paths.run_dir(trial_id)
+    for name in ("result.json", "accounting.json"):
+        rec = state.read_json(run / name)
+        if rec and rec.get("accelerator_hours") is not None:
+            return float(rec["accelerator_hours"])
+    return 0.0
+
+
+def trial_record(paths: Paths, trial_id: str) -> TrialRecord:
+    spec = state.read_json(paths.trial_json(trial_id)) or {}
+    result = state.read_json(paths.run_dir(trial_id) / "result.json")
+    segs = state.read_jsonl(paths.segments(trial_id))
+    ends = {s["seg"]: s for s in segs if s.get("event") == "end"}
+    overhead = 0.0
+    crashes = 0
+    for s in segs:
+        if s.get("event") != "start":
+            continue
+        end = ends.get(s["seg"])
+        overhead += end["overhead_hours"] if end else s.get("est_overhead_hours", 0.0)
+        if end and end.get("rc") not in (0, None) and not end.get("stopped"):
+            crashes += 1
+    gave_up = state.read_json(paths.trial_dir(trial_id) / "failed.json")
+    if result is not None:
+        status = result.get("status", "done")
+    elif gave_up is not None:
+        status, result = "failed", {"status": "failed", "lr": spec.get("lr"), "val_loss": None, **gave_up}
+    else:
+        status = "started"
+    return TrialRecord(trial_id, spec, status, trainer_hours(paths, trial_id), overhead, result,
+                       sum(1 for s in segs if s.get("event") == "start"), crashes)
+
+
+@dataclasses.dataclass
+class Snapshot:
+    calibration_hours: float
+    session_hours: float
+    trials: dict[str, TrialRecord]
+
+    @property
+    def trial_hours(self) -> float:
+        return sum(t.hours for t in self.trials.values())
+
+    @property
+    def total(self) -> float:
+        return self.calibration_hours + self.session_hours + self.trial_hours
+
+    def results(self) -> dict[str, dict]:
+        """Finished trials' results keyed by id (what lr rules resolve against)."""
+        return {i: t.result for i, t in self.trials.items() if t.finished}
+
+
+def session_hours(paths: Paths) -> float:
+    total = 0.0
+    if paths.sessions.exists():
+        for p in paths.sessions.glob("*.json"):
+            rec = state.read_json(p)
+            if rec:
+                total += rec.get("overhead_seconds", 0.0) * rec.get("devices", 1) / 3600.0
+    return total
+
+
+def snapshot(paths: Paths) -> Snapshot:
+    return Snapshot(
+        calibrate.charged_hours(calibrate.load(paths.calibration)),
+        session_hours(paths),
+        {i: trial_record(paths, i) for i in paths.trial_ids()},
+    )
+
+
+def _process_age() -> float:
+    """Seconds since this process started (Linux /proc), else 0."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return max(uptime - start_ticks / os.sysconf("SC_CLK_TCK"), 0.0)
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+class Session:
+    """This sweep invocation's own time: wall-clock minus time spent inside its
+    children (trials, calibration) and minus time idly waiting on trials other
+    sweep processes run. Charged as one device."""
+
+    HEARTBEAT = 2.0
+
+    def __init__(self, paths: Paths):
+        self.path = paths.sessions / f"{socket.gethostname()}-{os.getpid()}-{int(time.time() * 1000)}.json"
+        self.overhead = _process_age()  # interpreter start-up + imports before we got here
+        self.last = time.monotonic()
+        self.busy = False
+        self.last_write = 0.0
+
+    def tick(self, busy: bool) -> None:
+        """Charge the time since the last tick as overhead unless it was busy
+        (children running, or waiting on another sweep's trials); ``busy``
+        says what the time from now on until the next tick is."""
+        now = time.monotonic()
+        if not self.busy:
+            self.overhead += now - self.last
+        self.last, self.busy = now, busy
+        if now - self.last_write > self.HEARTBEAT:
+            self.flush()
+
+    def flush(self) -> None:
+        state.write_json(self.path, {"overhead_seconds": self.overhead, "devices": 1, "pid": os.getpid()})
+        self.last_write = time.monotonic()
+

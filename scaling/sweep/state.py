@@ -1,0 +1,210 @@
+"""The study's persisted state: atomic files, per-trial locks, study identity.
+
+Layout of a study workdir::
+
+    study.json                 identity (config name + hash) and the resolved config
+    calibration.json           measured per-model costs (see calibrate.py)
+    plan.json                  the latest plan (rewritten on every re-plan)
+    sessions/<id>.json         one sweep invocation's own overhead (heartbeat)
+    trials/<id>/trial.json     what the trial is (model, epochs, lr, seed, config)
+    trials/<id>/segments.jsonl one line per start / end of a training process
+    trials/<id>/run/           the trainer's workdir (config, checkpoints, result.json)
+    trials/<id>.lock           flock held while a process runs the trial
+
+Every JSON file is written to a temporary file and ``os.replace``d, so a
+SIGKILL leaves either the old or the new version. The per-trial lock is an
+``fcntl.flock``: the kernel drops it when its holder dies, so a lock left by a
+killed sweep is reclaimed automatically. The lock fd is also handed to the
+training subprocess, so the trial stays locked until that process is gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from scaling.errors import UserError
+
+
+def write_json(path: Path, obj: Any) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True, default=_default)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _default(x: Any) -> Any:
+    if hasattr(x, "item"):
+        return x.item()
+    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+
+
+def read_json(path: Path) -> Any | None:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+    except json.JSONDecodeError:
+        return None  # only possible for files not written by write_json
+
+
+def append_jsonl(path: Path, obj: Any) -> None:
+    """Append one line with a single write (atomic for lines well under PIPE_BUF on local fs)."""
+    line = json.dumps(obj, sort_keys=True, default=_default) + "\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    out = []
+    try:
+        with open(path) as f:
+            for line in f:
+                line = line.strip()
+                if line:
+                    try:
+                        out.append(json.loads(line))
+                    except json.JSONDecodeError:
+                        pass  # a torn last line from a killed writer
+    except FileNotFoundError:
+        pass
+    return out
+
+
+class TrialLock:
+    """A non-blocking exclusive flock on ``trials/<id>.lock``."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.fd: int | None = None
+
+    def acquire(self) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+        return True
+
+    def release(self) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+    def is_held_elsewhere(self) -> bool:
+        """True when another process holds the lock right now."""
+        if self.fd is not None:
+            return False
+        if not self.path.exists():
+            return False
+        fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
+
+@contextlib.contextmanager
+def study_lock(workdir: Path) -> Iterator[None]:
+    """Short critical sections across sweep processes (identity check, launch decisions)."""
+    Path(workdir).mkdir(parents=True, exist_ok=True)
+    fd = os.open(Path(workdir) / "study.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def claim_workdir(workdir: Path, identity: dict, config: dict) -> bool:
+    """Record the study identity in a new workdir, or check it matches. True if new."""
+    workdir = Path(workdir)
+    if workdir.exists() and not workdir.is_dir():
+        raise UserError(f"workdir {workdir} is not a directory")
+    with study_lock(workdir):
+        existing = read_json(workdir / "study.json")
+        if existing is None:
+            if (workdir / "trials").exists():
+                raise UserError(f"workdir {workdir} has trials but no study.json; refusing to adopt it")
+            write_json(workdir / "study.json", {"identity": identity, "config": config})
+            return True
+        have = existing.get("identity", {})
+        if have != identity:
+            raise UserError(
+                f"workdir {workdir} belongs to study {have.get('name')!r} (hash {have.get('hash')}), "
+                f"not {identity['name']!r} (hash {identity['hash']}); use another --workdir"
+            )
+        return False
+
+
+class Paths:
+    """Where each piece of a study lives."""
+
+    def __init__(self, workdir: Path):
+        self.root = Path(workdir)
+
+    @property
+    def calibration(self) -> Path:
+        return self.root / "calibration.json"
+
+    @property
+    def plan(self) -> Path:
+        return self.root / "plan.json"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.json"
+
+    @property
+    def sessions(self) -> Path:
+        return self.root / "sessions"
+
+    def trial_dir(self, trial_id: str) -> Path:
+        return self.root / "trials" / trial_id
+
+    def trial_json(self, trial_id: str) -> Path:
+        return self.trial_dir(trial_id) / "trial.json"
+
+    def segments(self, trial_id: str) -> Path:
+        return self.trial_dir(trial_id) / "segments.jsonl"
+
+    def run_dir(self, trial_id: str) -> Path:
+        return self.trial_dir(trial_id) / "run"
+
+    def lock(self, trial_id: str) -> Path:
+        return self.root / "trials" / f"{trial_id}.lock"
+
+    def trial_ids(self) -> list[str]:
+        d = self.root / "trials"
+        if not d.exists():
+            return []
+        return sorted(p.name for p in d.iterdir() if p.is_dir() and (p / "trial.json").exists())
