@@ -20,6 +20,9 @@ class Checkpointer:
         return self._mngr.latest_step()
 
     def save(self, step: int, state) -> None:
+        """Save ``state`` as ``step``; a step that is already saved is left as it is."""
+        if self._mngr.latest_step() == step:
+            return
         self._mngr.save(step, args=ocp.args.StandardSave(state), force=True)
         self._mngr.wait_until_finished()
 

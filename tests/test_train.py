@@ -141,3 +141,10 @@ def test_crash_is_recorded_as_failed(tmp_path):
     assert r.returncode != 0
     result = json.loads((tmp_path / "w" / "result.json").read_text())
     assert result["status"] == "failed" and "error" in result
+
+
+def test_checkpoint_interval_dividing_the_run(tmp_path):
+    """The last periodic checkpoint and the final one fall on the same step."""
+    r = run_cli("scaling.train", *_train_args(tmp_path / "w", "synthetic", steps=20, extra=("--checkpoint-every", "10")))
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "w" / "result.json").read_text())["status"] == "done"

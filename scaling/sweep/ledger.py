@@ -62,11 +62,16 @@ def trial_record(paths: Paths, trial_id: str) -> TrialRecord:
     ends = {s["seg"]: s for s in segs if s.get("event") == "end"}
     overhead = 0.0
     crashes = 0
-    for s in segs:
-        if s.get("event") != "start":
-            continue
+    starts = sorted((s for s in segs if s.get("event") == "start"), key=lambda s: s.get("time", 0.0))
+    for n, s in enumerate(starts):
         end = ends.get(s["seg"])
-        overhead += end["overhead_hours"] if end else s.get("est_overhead_hours", 0.0)
+        if end:
+            overhead += end["overhead_hours"]
+        else:  # killed with its sweep: the start-up estimate, at most until the trial's next start
+            est = s.get("est_overhead_hours", 0.0)
+            if n + 1 < len(starts) and "time" in s and "time" in starts[n + 1]:
+                est = min(est, max(starts[n + 1]["time"] - s["time"], 0.0) / 3600.0)
+            overhead += est
         if end and end.get("rc") not in (0, None) and not end.get("stopped"):
             crashes += 1
     gave_up = state.read_json(paths.trial_dir(trial_id) / "failed.json")

@@ -11,9 +11,12 @@ The search space of a family is its size ladder x the epoch budgets: cell
 2. Adds the learning-rate trials of ``scaling.sweep.lr`` (2 per epoch budget,
    on the smallest model of that budget).
 3. Picks, across families, the extents whose predicted cost fits the
-   available budget, preferring in order: every family with >= 3 sizes and
-   >= 3 epoch budgets, the widest compute range (log max/min training FLOPs),
-   more cells, lower cost.
+   available budget, preferring in order: a real study (two compute levels),
+   tuned lr, every family with >= 3 sizes and >= 3 epoch budgets, the widest
+   compute range (log max/min training FLOPs), more cells, lower cost; and
+   among the 30 best of those, the first whose predicted spend after step 4
+   reaches 90% of the budget (at small budgets a trial is coarse, and the
+   best extent can leave a gap that nothing fills).
 4. Spends the slack, up to ``fill_fraction`` of the budget (see
    ``_fill_slack``): a trial is the planning granularity, and at small budgets
    one trial is 10-30% of the budget.
@@ -41,6 +44,8 @@ from scaling.sweep.study import StudyConfig
 
 MIN_SIZES = 3
 MIN_EPOCHS = 3
+ADHERENCE_FLOOR = 0.9  # prefer plans predicted to spend at least this share of the budget
+ADHERENCE_CANDIDATES = 30  # ... among this many best-scoring ones
 FILL_MARGIN = 0.05  # a filler must fit with 5% to spare for its own prediction error
 MAX_JOINT = 200_000  # joint extent combinations to score before falling back to per-family greedy
 
@@ -258,12 +263,11 @@ def plan(
     min_cost = _combo_cost(minimum, carried)
     minimum_budget = (spent + carried_cost + min_cost) / cfg.plan_fraction
 
-    best: tuple[Option, ...] | None = None
+    fitting: list[tuple[Option, ...]] = []
     n_joint = math.prod(len(v) for v in options.values())
     if n_joint <= MAX_JOINT:
-        for combo in itertools.product(*(options[f] for f in cfg.families)):
-            if _combo_cost(combo, carried) <= available and (best is None or _score(combo) > _score(best)):
-                best = combo
+        fitting = [c for c in itertools.product(*(options[f] for f in cfg.families))
+                   if _combo_cost(c, carried) <= available]
     else:  # many families: give each an equal share
         share = available / len(cfg.families)
         picks = []
@@ -271,7 +275,26 @@ def plan(
             fits = [o for o in options[f] if o.cost <= share]
             if fits:
                 picks.append(max(fits, key=lambda o: _score((o,))))
-        best = tuple(picks) if len(picks) == len(cfg.families) else None
+        fitting = [tuple(picks)] if len(picks) == len(cfg.families) else []
+    fitting.sort(key=_score, reverse=True)
+
+    def materialize(combo: tuple[Option, ...]) -> tuple[list[Trial], dict]:
+        trials = _dedupe(list(carried) + [t for o in combo for t in o.trials])
+        cells = {o.family: set(o.cells) for o in combo}
+        _fill_slack(ctx, combo, cells, trials, cfg.fill_fraction * budget - spent)
+        return trials, cells
+
+    # Among the best-scoring plans, take the first whose predicted spend after
+    # filling reaches ADHERENCE_FLOOR of the budget (a trial is coarse at small
+    # budgets: the best-scoring extent can leave a gap nothing fills).
+    best, chosen = (fitting[0] if fitting else None), None
+    for combo in fitting[:ADHERENCE_CANDIDATES]:
+        if not all(_is_study(o) for o in combo):
+            break
+        trials, cells = materialize(combo)
+        if spent + sum(t.predicted_hours for t in trials) >= ADHERENCE_FLOOR * budget:
+            best, chosen = combo, (trials, cells)
+            break
 
     notes = []
     if best is None or not all(_is_study(o) for o in best):
@@ -291,10 +314,8 @@ def plan(
     if cfg.lr_strategy == "tune" and not all(o.tuned for o in best):
         notes.append("budget too small to tune the lr (2 trials per epoch budget): using the base lr")
 
-    trials = _dedupe(list(carried) + [t for o in best for t in o.trials])
-    cells = {o.family: set(o.cells) for o in best}
+    trials, cells = chosen or materialize(best)
     extents = {o.family: [o.k, o.l] for o in best}
-    _fill_slack(ctx, best, cells, trials, cfg.fill_fraction * budget - spent)
     for o in best:
         notes.append(f"{o.family}: {o.k} sizes x {o.l} epoch budgets, {len(cells[o.family])} cells")
     return Plan(True, budget, target, spent, trials, extents, minimum_budget, notes)

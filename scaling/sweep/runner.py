@@ -25,7 +25,7 @@ from scaling.sweep import lr as lrrule
 from scaling.sweep.study import StudyConfig, check_models
 
 POLL_SECONDS = 0.25  # how often running trials are checked
-REPLAN_SECONDS = 2.0  # how often the records are re-read while nothing finishes
+REPLAN_SECONDS = 5.0  # how often the records are re-read while nothing finishes
 MAX_CRASHES = 2  # a trial that crashes this often without a result is marked failed
 
 

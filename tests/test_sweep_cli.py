@@ -1,0 +1,86 @@
+"""User errors of ``python -m scaling.sweep``: one line on stderr, exit status 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scaling.sweep import state, study
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def sweep(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "scaling.sweep", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+
+
+def assert_user_error(r: subprocess.CompletedProcess, *words: str) -> None:
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("error: ")
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("budget", ["0", "-1", "abc", "nan", "inf"])
+def test_bad_budget(tmp_path, budget):
+    assert_user_error(sweep("--budget", budget, "--workdir", str(tmp_path / "w")), "--budget", budget)
+    assert not (tmp_path / "w").exists()  # nothing is created for a refused command
+
+
+def test_unknown_family(tmp_path):
+    r = sweep("--budget", "0.1", "--workdir", str(tmp_path / "w"), "--config", "cifar10_cnn", "--families", "resnet")
+    assert_user_error(r, "unknown model family", "resnet")
+
+
+def test_config_that_fails_to_load(tmp_path):
+    bad = tmp_path / "broken.py"
+    bad.write_text("def get_config(arg=None):\n    return dict(epochs=[1, 2], families=['cnn'], nope=1/0)\n")
+    assert_user_error(sweep("--budget", "0.1", "--workdir", str(tmp_path / "w"), "--config", str(bad)),
+                      "broken.py", "ZeroDivisionError")
+    unknown = tmp_path / "unknown_field.py"
+    unknown.write_text("def get_config(arg=None):\n    return dict(familys=['cnn'])\n")
+    assert_user_error(sweep("--budget", "0.1", "--workdir", str(tmp_path / "w"), "--config", str(unknown)),
+                      "familys")
+    assert_user_error(sweep("--budget", "0.1", "--workdir", str(tmp_path / "w"), "--config", "no_such_study"),
+                      "no_such_study", "not found")
+
+
+def test_workdir_of_another_study(tmp_path):
+    other = study.StudyConfig(name="other", families=["cnn"])
+    state.claim_workdir(tmp_path / "w", other.identity(), other.to_json())
+    r = sweep("--budget", "0.1", "--workdir", str(tmp_path / "w"), "--config", "cifar10_cnn")
+    assert_user_error(r, "belongs to study 'other'", "cifar10_cnn")
+
+
+def test_same_study_is_recognised_and_overrides_change_identity(tmp_path):
+    a = study.apply_overrides(study.load("cifar10_cnn")).validate()
+    b = study.apply_overrides(study.load("cifar10_cnn")).validate()
+    assert a.identity() == b.identity()
+    assert state.claim_workdir(tmp_path, a.identity(), a.to_json()) is True
+    assert state.claim_workdir(tmp_path, b.identity(), b.to_json()) is False
+    c = study.apply_overrides(study.load("cifar10_cnn"), batch_size=64).validate()
+    assert c.identity() != a.identity()
+
+
+def test_every_experiment_config_loads_and_names_known_models():
+    configs = [p for p in (REPO / "experiments").glob("*.py") if "get_config" in p.read_text()]
+    assert configs
+    from scaling.models import registry
+
+    for p in configs:
+        cfg = study.load(str(p)).validate()
+        known = registry.families()
+        for fam in cfg.families:
+            if fam in known:  # families still being written are skipped, not failed
+                study.check_models(study.apply_overrides(cfg, families=fam))
+
+
+def test_help_explains_itself():
+    r = sweep("--help")
+    assert r.returncode == 0 and "--budget" in r.stdout and "--dry-run" in r.stdout
