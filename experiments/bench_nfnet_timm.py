@@ -1,0 +1,152 @@
+"""Time one NFNet training step here (JAX) against timm's ``dm_nfnet_f0`` (PyTorch).
+
+A step is forward (train mode: dropout, stochastic depth), label-smoothed
+cross-entropy, backward, AGC (all but the classifier), coupled weight decay
+and an SGD-Nesterov update, on the same random batch. Ours uses the repo's
+optimizer chain (``scaling.optim``) and recipe; timm uses ``torch.optim.SGD``
+plus ``timm.utils.agc.adaptive_clip_grad`` on every parameter but the
+classifier's. Run it alone on the machine (``flock /tmp/scaling-cpu.lock``).
+
+    python experiments/bench_nfnet_timm.py [--model nfnet-f0] [--image-size 64]
+        [--batch-size 32] [--steps 10] [--conv-impl auto|native|split|im2col] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import numpy as np
+
+
+def bench_ours(model_name, x_nhwc, labels, num_classes, steps, conv_impl):
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from scaling import optim
+    from scaling.config import TrainConfig, resolve
+    from scaling.models import registry
+
+    batch = x_nhwc.shape[0]
+    model = registry.get(model_name).build(num_classes, x_nhwc.shape[1], conv_impl=conv_impl)
+    cfg = resolve(TrainConfig(model=model_name, batch_size=batch))
+    tx = optim.build(cfg, total_steps=1000)
+    x, y = jnp.asarray(x_nhwc), jnp.asarray(labels)
+    params = jax.jit(model.init)(jax.random.PRNGKey(0), x[:1])["params"]
+    opt_state = tx.init(params)
+
+    def step(params, opt_state, x, y, key):
+        def loss_fn(p):
+            logits = model.apply({"params": p}, x, train=True, rngs={"dropout": key})
+            targets = optax.smooth_labels(jax.nn.one_hot(y, num_classes), cfg.label_smoothing)
+            return optax.softmax_cross_entropy(logits, targets).mean()
+
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    step = jax.jit(step, donate_argnums=(0, 1))
+    key = jax.random.PRNGKey(1)
+    t0 = time.perf_counter()
+    params, opt_state, loss = step(params, opt_state, x, y, key)
+    loss.block_until_ready()
+    first = time.perf_counter() - t0
+    times = []
+    for i in range(steps):
+        t0 = time.perf_counter()
+        params, opt_state, loss = step(params, opt_state, x, y, jax.random.fold_in(key, i))
+        loss.block_until_ready()
+        times.append(time.perf_counter() - t0)
+    return dict(first_step_s=first, step_s=statistics.median(times), loss=float(loss), lr=cfg.lr, agc=cfg.agc_clip)
+
+
+def bench_timm(x_nhwc, labels, num_classes, steps, lr, agc, threads):
+    import timm
+    import torch
+    from timm.utils.agc import adaptive_clip_grad
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = timm.create_model("dm_nfnet_f0", num_classes=num_classes, drop_rate=0.2, drop_path_rate=0.25)
+    model.train()
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim <= 1 or name.endswith(".gain") else decay).append(p)
+    opt = torch.optim.SGD(
+        [{"params": decay, "weight_decay": 2e-5}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=lr,
+        momentum=0.9,
+        nesterov=True,
+    )
+    head = {id(p) for p in model.get_classifier().parameters() if p.ndim > 1}  # classifier weight
+    clipped = [p for p in model.parameters() if id(p) not in head]
+    x = torch.from_numpy(np.ascontiguousarray(x_nhwc.transpose(0, 3, 1, 2)))
+    y = torch.from_numpy(labels.astype(np.int64))
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        adaptive_clip_grad(clipped, clip_factor=agc, eps=1e-3)
+        opt.step()
+        return float(loss)
+
+    t0 = time.perf_counter()
+    step()
+    first = time.perf_counter() - t0
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        loss = step()
+        times.append(time.perf_counter() - t0)
+    return dict(first_step_s=first, step_s=statistics.median(times), loss=loss)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="nfnet-f0")
+    ap.add_argument("--image-size", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--num-classes", type=int, default=1000)
+    ap.add_argument("--steps", type=int, default=10, help="timed steps after the first (compile/warm-up) step")
+    ap.add_argument("--conv-impl", default="auto", choices=["auto", "native", "split", "im2col"])
+    ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    ap.add_argument("--no-timm", action="store_true")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((args.batch_size, args.image_size, args.image_size, 3)).astype(np.float32)
+    labels = rng.integers(0, args.num_classes, args.batch_size)
+    out = {"setup": vars(args)}
+    out["ours"] = bench_ours(args.model, x, labels, args.num_classes, args.steps, args.conv_impl)
+    if not args.no_timm:
+        try:
+            import timm  # noqa: F401
+            import torch  # noqa: F401
+        except ImportError as e:
+            out["timm"] = f"skipped: {e}"
+        else:
+            out["timm"] = bench_timm(x, labels, args.num_classes, args.steps, out["ours"]["lr"], out["ours"]["agc"], args.threads)
+            out["timm_over_ours"] = out["timm"]["step_s"] / out["ours"]["step_s"]
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return
+    print(f"{args.model} train step, batch {args.batch_size}, {args.image_size}px, fp32, conv_impl={args.conv_impl}")
+    o = out["ours"]
+    print(f"  ours (JAX):  {o['step_s'] * 1e3:8.1f} ms/step  (first step incl. compile {o['first_step_s']:.1f} s)")
+    t = out.get("timm")
+    if isinstance(t, dict):
+        print(f"  timm dm_nfnet_f0 (torch): {t['step_s'] * 1e3:8.1f} ms/step  (first step {t['first_step_s']:.1f} s)")
+        print(f"  timm / ours = {out['timm_over_ours']:.2f}  (>1: ours faster)")
+    elif t:
+        print(f"  timm: {t}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
