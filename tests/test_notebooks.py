@@ -6,7 +6,6 @@ laws, marked synthetic) and, when it exists, the committed reference study.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import nbformat
@@ -26,16 +25,13 @@ def synthetic_results(tmp_path_factory):
     return synthetic.write_study(tmp_path_factory.mktemp("synthetic_results"), seed=1)
 
 
-def execute(path: Path, results: Path, monkeypatch) -> float:
+def execute(path: Path, results: Path, monkeypatch) -> None:
     monkeypatch.setenv("SCALING_RESULTS", str(results))
     monkeypatch.setenv("MPLBACKEND", "Agg")
     nb = nbformat.read(path, as_version=4)
-    t0 = time.perf_counter()
     nbclient.NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
-    elapsed = time.perf_counter() - t0
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors
-    return elapsed
 
 
 def test_three_notebooks_exist():
@@ -48,8 +44,7 @@ def test_three_notebooks_exist():
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_on_synthetic_results(path, synthetic_results, monkeypatch):
-    elapsed = execute(path, synthetic_results, monkeypatch)
-    assert elapsed < 30, f"{path.name} took {elapsed:.1f} s"
+    execute(path, synthetic_results, monkeypatch)
 
 
 @pytest.mark.skipif(not REAL.exists(), reason="no committed reference results yet")
