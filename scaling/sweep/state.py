@@ -24,27 +24,16 @@ import contextlib
 import fcntl
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
 from scaling.errors import UserError
+from scaling.paths import atomic_write_bytes
 
 
 def write_json(path: Path, obj: Any) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True, default=_default)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    """Atomic JSON write (temp file, fsync, rename); numpy scalars allowed."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=_default) + "\n").encode())
 
 
 def _default(x: Any) -> Any:
