@@ -48,7 +48,7 @@ def measure(
     runtime.setup()
     import jax
 
-    from scaling import compute, steps as steps_lib
+    from scaling import compute, optim, steps as steps_lib
     from scaling.data import load
     from scaling.data.pipeline import ExampleStream, make_batch_fn
     from scaling.models import registry
@@ -72,7 +72,8 @@ def measure(
     if batch_size % devices["device_count"]:
         raise UserError(f"--batch-size {batch_size} is not divisible by {devices['device_count']} devices")
     mean, std = data.channel_stats()
-    parts = steps_lib.build(cfg, data.num_classes, size, mean, std, total_steps=1000)
+    parts = steps_lib.build(cfg, data.num_classes, size, mean, std)
+    lr_args = optim.schedule_args(cfg, total_steps=1000)
     rep, shard = parts.replicated, parts.batch_sharded
     images = jax.device_put(data.train_images, rep)
     labels = jax.device_put(data.train_labels, rep)
@@ -82,13 +83,13 @@ def measure(
 
     t = time.monotonic()
     state = parts.init_state(key)
-    train_step = parts.train_step.lower(state, images, labels, idx, key).compile()
+    train_step = parts.train_step.lower(state, images, labels, idx, key, lr_args).compile()
     compile_seconds = time.monotonic() - t
     flops_xla = compute.xla_flops(train_step)
 
     def one_step():
         nonlocal state
-        state, m = train_step(state, images, labels, idx, key)
+        state, m = train_step(state, images, labels, idx, key, lr_args)
         return m["loss"]
 
     one_step()  # warm-up

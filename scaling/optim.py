@@ -4,11 +4,20 @@ The NFNet reference order is kept: AGC on the raw gradient, then coupled L2
 weight decay, then SGD with Nesterov momentum. The ViT recipe is global-norm
 clipping then AdamW with decoupled weight decay. Masks are decided by
 parameter path names (see ``decay_mask`` and ``agc_mask``).
+
+``build`` is the whole optimizer. The trainer uses its two halves instead:
+``direction`` (everything but the learning rate) and ``learning_rate`` (the
+schedule as a traced function of runtime arguments), so that the compiled
+train step does not depend on the peak learning rate or the run length and
+the persistent compilation cache serves every trial of a sweep that differs
+only in those.
 """
 
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import optax
 
 from scaling.config import TrainConfig
@@ -40,10 +49,14 @@ def agc_mask(params):
     return jax.tree_util.tree_map_with_path(keep, params)
 
 
+def _warmup_steps(cfg: TrainConfig, total_steps: int) -> int:
+    warmup = int(round(cfg.warmup_fraction * total_steps))
+    return min(max(warmup, 0), max(total_steps - 1, 0))
+
+
 def schedule(cfg: TrainConfig, total_steps: int) -> optax.Schedule:
     """Linear warmup from 0 over ``warmup_fraction`` of the run, cosine decay to 0."""
-    warmup = int(round(cfg.warmup_fraction * total_steps))
-    warmup = min(max(warmup, 0), max(total_steps - 1, 0))
+    warmup = _warmup_steps(cfg, total_steps)
     return optax.warmup_cosine_decay_schedule(
         init_value=0.0,
         peak_value=cfg.lr,
@@ -53,8 +66,32 @@ def schedule(cfg: TrainConfig, total_steps: int) -> optax.Schedule:
     )
 
 
+def schedule_args(cfg: TrainConfig, total_steps: int) -> dict:
+    """Runtime arguments of ``learning_rate``: the same numbers ``schedule`` uses."""
+    warmup = _warmup_steps(cfg, total_steps)
+    return {
+        "peak": np.float32(cfg.lr),
+        "warmup": np.float32(warmup),
+        "total": np.float32(max(total_steps, 1)),
+    }
+
+
+def learning_rate(step, peak, warmup, total):
+    """``schedule`` as a jittable function of traced arguments (same values)."""
+    step = jnp.asarray(step, jnp.float32)
+    warm = peak * step / jnp.maximum(warmup, 1.0)
+    frac = jnp.clip((step - warmup) / jnp.maximum(total - warmup, 1.0), 0.0, 1.0)
+    cosine = peak * 0.5 * (1.0 + jnp.cos(jnp.pi * frac))
+    return jnp.where(step < warmup, warm, cosine)
+
+
 def build(cfg: TrainConfig, total_steps: int) -> optax.GradientTransformation:
-    lr = schedule(cfg, total_steps)
+    """The whole optimizer: ``direction`` followed by the learning-rate schedule."""
+    return optax.chain(direction(cfg), optax.scale_by_learning_rate(schedule(cfg, total_steps)))
+
+
+def direction(cfg: TrainConfig) -> optax.GradientTransformation:
+    """Every transformation except the final multiplication by -learning_rate."""
     parts: list[optax.GradientTransformation] = []
     if cfg.agc_clip:
         parts.append(optax.masked(optax.adaptive_grad_clip(cfg.agc_clip, eps=1e-3), agc_mask))
@@ -66,12 +103,10 @@ def build(cfg: TrainConfig, total_steps: int) -> optax.GradientTransformation:
         parts.append(optax.trace(decay=cfg.momentum, nesterov=True))
         if cfg.weight_decay and cfg.weight_decay_mode == "decoupled":
             parts.append(optax.add_decayed_weights(cfg.weight_decay, mask=decay_mask))
-        parts.append(optax.scale_by_learning_rate(lr))
     else:  # adamw
         if cfg.weight_decay and cfg.weight_decay_mode == "coupled":
             parts.append(optax.add_decayed_weights(cfg.weight_decay, mask=decay_mask))
         parts.append(optax.scale_by_adam(b1=cfg.b1, b2=cfg.b2))
         if cfg.weight_decay and cfg.weight_decay_mode == "decoupled":
             parts.append(optax.add_decayed_weights(cfg.weight_decay, mask=decay_mask))
-        parts.append(optax.scale_by_learning_rate(lr))
     return optax.chain(*parts)

@@ -26,7 +26,7 @@ class Parts:
 
     model: object
     tx: optax.GradientTransformation
-    train_step: object  # jitted: (state, images, labels, idx, key) -> (state, metrics)
+    train_step: object  # jitted: (state, images, labels, idx, key, lr_args) -> (state, metrics)
     eval_step: object  # jitted: (params, images_u8, labels, mask) -> (loss_sum, correct_sum)
     init_state: object  # jitted: (key) -> state
     mesh: Mesh
@@ -43,11 +43,14 @@ def cross_entropy(logits, labels_onehot):
     return optax.softmax_cross_entropy(logits.astype(jnp.float32), labels_onehot)
 
 
-def build(cfg: TrainConfig, num_classes: int, image_size: int, mean, std, total_steps: int) -> Parts:
+def build(cfg: TrainConfig, num_classes: int, image_size: int, mean, std) -> Parts:
+    """Jitted steps for ``cfg``. The learning-rate schedule is a runtime argument
+    (``optim.schedule_args``), so one compiled step serves every peak learning
+    rate and run length (the persistent compilation cache hits across trials)."""
     spec = registry.get(cfg.model)
     dtype = jnp.bfloat16 if cfg.compute_dtype == "bfloat16" else jnp.float32
     model = spec.build(num_classes=num_classes, image_size=image_size, dtype=dtype, **cfg.model_kwargs)
-    tx = optim.build(cfg, total_steps)
+    tx = optim.direction(cfg)
     batch_fn = make_batch_fn(mean, std, image_size, cfg.augment, dtype)
     mesh = make_mesh()
     replicated = NamedSharding(mesh, P())
@@ -66,7 +69,7 @@ def build(cfg: TrainConfig, num_classes: int, image_size: int, mean, std, total_
         logits = model.apply({"params": params}, x, train=True, rngs={"dropout": key})
         return cross_entropy(logits, targets).mean(), logits
 
-    def train_step(state, images, labels, idx, base_key):
+    def train_step(state, images, labels, idx, base_key, lr_args):
         key = jax.random.fold_in(base_key, state["step"])
         k_aug, k_drop, k_mix = jax.random.split(key, 3)
         x, y = batch_fn(images, labels, idx, k_aug)
@@ -80,7 +83,8 @@ def build(cfg: TrainConfig, num_classes: int, image_size: int, mean, std, total_
             targets = lam * targets + (1 - lam) * jnp.roll(targets, 1, axis=0)
         (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], x, targets, k_drop)
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-        params = optax.apply_updates(state["params"], updates)
+        lr = optim.learning_rate(state["step"], **lr_args)
+        params = jax.tree_util.tree_map(lambda p, u: p - (lr * u).astype(p.dtype), state["params"], updates)
         new = {"step": state["step"] + 1, "params": params, "opt_state": opt_state}
         if ema_decay:
             new["ema"] = optax.incremental_update(params, state["ema"], 1 - ema_decay)
@@ -88,6 +92,7 @@ def build(cfg: TrainConfig, num_classes: int, image_size: int, mean, std, total_
             "loss": loss,
             "accuracy": jnp.mean(jnp.argmax(logits, -1) == y),
             "grad_norm": optax.global_norm(grads),
+            "lr": lr,
         }
         return new, metrics
 

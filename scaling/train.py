@@ -136,7 +136,7 @@ def _run(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True)
     runtime.setup()
     import jax
 
-    from scaling import compute, steps
+    from scaling import compute, optim, steps
     from scaling.checkpoint import Checkpointer
     from scaling.data import load
     from scaling.data.pipeline import ExampleStream
@@ -162,7 +162,8 @@ def _run(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True)
     eval_every = cfg.eval_every or default_eval_every(total_steps, steps_per_epoch)
     mean, std = data.channel_stats()
 
-    parts = steps.build(cfg, data.num_classes, image_size, mean, std, total_steps)
+    parts = steps.build(cfg, data.num_classes, image_size, mean, std)
+    lr_args = optim.schedule_args(cfg, total_steps)
     rep, shard = parts.replicated, parts.batch_sharded
     images = jax.device_put(data.train_images, rep)
     labels = jax.device_put(data.train_labels, rep)
@@ -174,7 +175,7 @@ def _run(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True)
     abstract = jax.eval_shape(parts.init_state, init_key)
     abstract = jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep), abstract)
     idx_spec = jax.ShapeDtypeStruct((cfg.batch_size,), np.int32, sharding=shard)
-    train_step = parts.train_step.lower(abstract, images, labels, idx_spec, step_key).compile()
+    train_step = parts.train_step.lower(abstract, images, labels, idx_spec, step_key, lr_args).compile()
     acct.add("compile", time.monotonic() - t)
     flops_xla = compute.xla_flops(train_step)
     flops_per_example = compute.train_flops_per_example(spec, image_size, data.num_classes)
@@ -232,7 +233,7 @@ def _run(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True)
             td = time.monotonic()
             idx = jax.device_put(stream.indices(step), shard)
             data_seconds += time.monotonic() - td
-            state, m = train_step(state, images, labels, idx, step_key)
+            state, m = train_step(state, images, labels, idx, step_key, lr_args)
             pending.append(m)
             step += 1
             seg_examples += cfg.batch_size
@@ -253,7 +254,7 @@ def _run(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True)
                 train_loss=float(losses.mean()),
                 train_accuracy=float(np.mean([f["accuracy"] for f in fetched])),
                 grad_norm=float(np.mean([f["grad_norm"] for f in fetched])),
-                lr=float(optim_lr(parts, cfg, total_steps, step)),
+                lr=float(fetched[-1]["lr"]),
                 images_per_second=seg_examples / max(acct.seconds["train"], 1e-9),
             )
             if not np.all(np.isfinite(losses)):
@@ -343,12 +344,6 @@ def _run(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True)
     )
     atomic_write_json(workdir / "result.json", result)
     return result
-
-
-def optim_lr(parts, cfg, total_steps, step):
-    from scaling.optim import schedule
-
-    return schedule(cfg, total_steps)(step)
 
 
 def _eval_params(state):

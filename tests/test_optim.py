@@ -72,3 +72,28 @@ def test_sgd_chain_is_nesterov_with_coupled_decay():
                            optax.sgd(optim.schedule(cfg, 10), momentum=0.9, nesterov=True)))
     for a, b in zip(jax.tree_util.tree_leaves(ours), jax.tree_util.tree_leaves(ref)):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_traced_learning_rate_equals_optax_schedule():
+    """The trainer's runtime-argument schedule gives the same numbers as ``schedule``."""
+    for total, warm in ((100, 0.05), (7, 0.0), (1000, 0.1), (1, 0.05)):
+        cfg = _cfg(lr=0.3, warmup_fraction=warm)
+        ref = optim.schedule(cfg, total)
+        args = optim.schedule_args(cfg, total)
+        lr = jax.jit(optim.learning_rate)
+        for step in range(0, total + 1, max(total // 50, 1)):
+            assert abs(float(lr(step, **args)) - float(ref(step))) < 1e-6, (total, warm, step)
+
+
+def test_direction_times_learning_rate_equals_build():
+    cfg = _cfg(optimizer="sgd", lr=0.1, weight_decay=1e-2, warmup_fraction=0.2, agc_clip=0.01)
+    ours_tx, args = optim.direction(cfg), optim.schedule_args(cfg, 10)
+    params, state = PARAMS, ours_tx.init(PARAMS)
+    for i in range(4):
+        grads = jax.tree_util.tree_map(lambda p: jnp.full_like(p, 0.1 * (i + 1)) + 0.01 * p, params)
+        updates, state = ours_tx.update(grads, state, params)
+        lr = optim.learning_rate(i, **args)
+        params = jax.tree_util.tree_map(lambda p, u: p - lr * u, params, updates)
+    ref = _run(optim.build(cfg, total_steps=10), steps=4)
+    for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(ref)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
