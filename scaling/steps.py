@@ -24,12 +24,9 @@ from scaling.models import registry
 class Parts:
     """Everything needed to run steps for one resolved config."""
 
-    model: object
-    tx: optax.GradientTransformation
     train_step: object  # jitted: (state, images, labels, idx, key, lr_args) -> (state, metrics)
     eval_step: object  # jitted: (params, images_u8, labels, mask) -> (loss_sum, correct_sum)
     init_state: object  # jitted: (key) -> state
-    mesh: Mesh
     replicated: NamedSharding
     batch_sharded: NamedSharding
 
@@ -104,12 +101,9 @@ def build(cfg: TrainConfig, num_classes: int, image_size: int, mean, std) -> Par
         return jnp.sum(loss * mask), jnp.sum(correct * mask)
 
     return Parts(
-        model=model,
-        tx=tx,
         train_step=jax.jit(train_step, donate_argnums=(0,), out_shardings=(replicated, replicated)),
         eval_step=jax.jit(eval_step, out_shardings=replicated),
         init_state=jax.jit(init_state, out_shardings=replicated),
-        mesh=mesh,
         replicated=replicated,
         batch_sharded=batch_sharded,
     )

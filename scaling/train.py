@@ -182,7 +182,6 @@ def _run(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True)
 
     ckpt = Checkpointer(workdir / "checkpoints")
     start = ckpt.latest_step() or 0
-    t = time.monotonic()
     state = ckpt.restore(start, abstract) if start else parts.init_state(init_key)
     n_params = steps.count_params(state["params"])
     metrics_path = workdir / "metrics.jsonl"
