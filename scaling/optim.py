@@ -15,6 +15,8 @@ only in those.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -39,11 +41,14 @@ def decay_mask(params):
     return jax.tree_util.tree_map_with_path(lambda p, _: _path_names(p)[-1] == "kernel", params)
 
 
-def agc_mask(params):
-    """AGC on every parameter except the final classifier weight (NF21 section 4.1)."""
+def agc_mask(params, skip_gains: bool = True):
+    """AGC on every parameter except the final classifier weight (NF21 section 4.1);
+    ``skip_gains=False`` also leaves SkipInit gains (leaves named ``skip_gain``) unclipped."""
 
     def keep(path, _):
         names = _path_names(path)
+        if not skip_gains and names[-1] == "skip_gain":
+            return False
         return not (CLASSIFIER in names[:-1] and names[-1] == "kernel")
 
     return jax.tree_util.tree_map_with_path(keep, params)
@@ -94,7 +99,8 @@ def direction(cfg: TrainConfig) -> optax.GradientTransformation:
     """Every transformation except the final multiplication by -learning_rate."""
     parts: list[optax.GradientTransformation] = []
     if cfg.agc_clip:
-        parts.append(optax.masked(optax.adaptive_grad_clip(cfg.agc_clip, eps=1e-3), agc_mask))
+        mask = functools.partial(agc_mask, skip_gains=cfg.agc_skip_gains is not False)
+        parts.append(optax.masked(optax.adaptive_grad_clip(cfg.agc_clip, eps=1e-3), mask))
     if cfg.grad_clip_norm:
         parts.append(optax.clip_by_global_norm(cfg.grad_clip_norm))
     if cfg.optimizer == "sgd":

@@ -370,6 +370,12 @@ def _progress(enabled: bool, total: int, start: int, name: str):
 # ----------------------------------------------------------------------------- CLI
 
 
+def _on_off(text: str) -> bool:
+    if text not in ("on", "off"):
+        raise argparse.ArgumentTypeError(f"expected on or off, got {text!r}")
+    return text == "on"
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m scaling.train",
@@ -396,6 +402,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup-fraction", type=float)
     p.add_argument("--label-smoothing", type=float)
     p.add_argument("--agc-clip", type=float, help="AGC lambda (0 disables)")
+    p.add_argument("--agc-skip-gains", type=_on_off, metavar="{on,off}",
+                   help="AGC also clips SkipInit gains (NF21 reference: on)")
     p.add_argument("--grad-clip-norm", type=float, help="global-norm clip (0 disables)")
     p.add_argument("--mixup-alpha", type=float)
     p.add_argument("--ema-decay", type=float)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import zipfile
 
 import jax
@@ -29,6 +31,11 @@ def test_cifar10_splits_and_classes(cifar10_path):
     # natural images, not noise: per-channel means in the usual CIFAR-10 range
     mean, std = ds.channel_stats()
     assert np.all((mean > 100) & (mean < 140)) and np.all((std > 50) & (std < 75))
+    # the histogram shortcut equals the direct float64 computation
+    sample = ds.train_images[:2000].reshape(-1, 3).astype(np.float64)
+    small = dataclasses.replace(ds, train_images=ds.train_images[:2000])
+    np.testing.assert_allclose(small.channel_stats()[0], sample.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(small.channel_stats()[1], sample.std(0), rtol=1e-6)
 
 
 def test_cache_is_used_on_second_load(cifar10_path, monkeypatch):

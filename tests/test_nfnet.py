@@ -293,3 +293,4 @@ def test_recipe_resolves_to_nf21_settings():
     assert cfg.label_smoothing == 0.1
     small = resolve(TrainConfig(model="nfnet-f0-w0.125", batch_size=128))
     assert small.lr == pytest.approx(0.05) and small.agc_clip > 0.01
+    assert cfg.agc_skip_gains is True and small.agc_skip_gains is True  # the reference clips SkipInit gains

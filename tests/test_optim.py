@@ -37,6 +37,18 @@ def test_agc_mask_excludes_only_classifier_weight():
     assert all(flat.values()) and len(flat) == 7
 
 
+def test_agc_can_leave_skip_gains_unclipped():
+    """The ladder's deviation: a zero-initialised SkipInit gain is free to grow."""
+    cfg = _cfg(agc_clip=0.01, agc_skip_gains=False, weight_decay=0.0, momentum=0.0)
+    tx = optim.direction(cfg)
+    grads = jax.tree_util.tree_map(lambda p: jnp.full_like(p, 0.5), PARAMS)
+    out, _ = tx.update(grads, tx.init(PARAMS), PARAMS)
+    assert float(out["block"]["skip_gain"]) == 0.5  # unclipped (its bound would be 1e-5)
+    clipped, _ = optim.direction(_cfg(agc_clip=0.01, weight_decay=0.0, momentum=0.0)).update(grads, tx.init(PARAMS), PARAMS)
+    assert abs(float(clipped["block"]["skip_gain"]) - 1e-5) < 1e-9  # lambda * eps
+    np.testing.assert_allclose(out["conv"]["kernel"], clipped["conv"]["kernel"])  # everything else unchanged
+
+
 def test_schedule_warmup_then_cosine_to_zero():
     sched = optim.schedule(_cfg(lr=0.4, warmup_fraction=0.1), total_steps=100)
     assert float(sched(0)) == 0.0

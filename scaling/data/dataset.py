@@ -52,9 +52,23 @@ class Dataset:
         return int(self.test_images.shape[0])
 
     def channel_stats(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per-channel mean and std of the training images, in [0, 255] units."""
-        x = self.train_images.reshape(-1, self.channels).astype(np.float64)
-        return x.mean(0).astype(np.float32), x.std(0).astype(np.float32)
+        """Per-channel mean and std of the training images, in [0, 255] units.
+
+        Exact, from a 256-bin histogram per channel: converting CIFAR-10's
+        train split to float64 took 3-10 s on a 2-core CPU, in every trial.
+        """
+        flat = self.train_images.reshape(-1, self.channels)
+        if flat.dtype != np.uint8:
+            x = flat.astype(np.float64)
+            return x.mean(0).astype(np.float32), x.std(0).astype(np.float32)
+        values = np.arange(256, dtype=np.float64)
+        mean, std = [], []
+        for c in range(self.channels):
+            hist = np.bincount(flat[:, c], minlength=256).astype(np.float64)
+            mu = hist @ values / hist.sum()
+            mean.append(mu)
+            std.append(np.sqrt(hist @ (values - mu) ** 2 / hist.sum()))
+        return np.asarray(mean, np.float32), np.asarray(std, np.float32)
 
     def describe(self) -> dict:
         return dict(
