@@ -23,7 +23,7 @@ def get_config(arg=None):
             "nfnet": ["nfnet-f0-w0.125", "nfnet-f1-w0.125", "nfnet-f0-w0.25", "nfnet-f1-w0.25"],
             "vit": ["vit-c0/4", "vit-c1/4", "vit-c2/4", "vit-c3/4"],
         },
-        epochs=[0.25, 0.5, 1, 2, 4],
+        epochs=[0.125, 0.25, 0.5, 1, 2, 4],
         batch_size=128,
         seeds=[0],
         lr_strategy="tune",
@@ -33,5 +33,7 @@ def get_config(arg=None):
         lr_first_multipliers=[4.0, 2.0, 1.0],
         lr_size_factor=1.0,
         band_width=1.0,
+        min_sizes=4,  # issue 7: at least 4 sizes x 3 epoch budgets per family
+        min_epoch_budgets=3,
         plan_fraction=0.95,
     )

@@ -12,7 +12,8 @@ The search space of a family is its size ladder x the epoch budgets: cell
    on the smallest model of that budget).
 3. Picks, across families, the extents whose predicted cost fits the
    available budget, preferring in order: a real study (two compute levels),
-   tuned lr, every family with >= 3 sizes and >= 3 epoch budgets, the widest
+   tuned lr, every family with >= ``min_sizes`` sizes and >= ``min_epoch_budgets`` epoch
+   budgets (3 and 3 by default), the widest
    compute range (log max/min training FLOPs), more cells, lower cost; and
    among the 30 best of those, the first whose predicted spend after step 4
    reaches 90% of the budget (at small budgets a trial is coarse, and the
@@ -42,8 +43,6 @@ from typing import Callable
 from scaling.sweep import lr as lrrule
 from scaling.sweep.study import StudyConfig
 
-MIN_SIZES = 3
-MIN_EPOCHS = 3
 ADHERENCE_FLOOR = 0.9  # prefer plans predicted to spend at least this share of the budget
 ADHERENCE_CANDIDATES = 30  # ... among this many best-scoring ones
 FILL_MARGIN = 0.05  # a filler must fit with 5% to spare for its own prediction error
@@ -208,8 +207,8 @@ class Option:
     trials: list[Trial]
     cost: float
     log_range: float
-    min_k: int = MIN_SIZES
-    min_l: int = MIN_EPOCHS
+    min_k: int = 3
+    min_l: int = 3
     tuned: bool = True  # lr tuned per epoch budget (False: the base lr, when tuning is unaffordable)
 
     @property
@@ -229,7 +228,7 @@ def family_options(ctx: Context, fam: str) -> list[Option]:
                 cost = _price_trials(ctx, trials)
                 flops = [ctx.flops(ctx.ladders[fam][i], ctx.cfg.epochs[j]) for i, j in cells]
                 opts.append(Option(fam, k, l, cells, trials, cost, math.log(max(flops) / min(flops)),
-                                   min(MIN_SIZES, K), min(MIN_EPOCHS, L), tuned))
+                                   min(ctx.cfg.min_sizes, K), min(ctx.cfg.min_epoch_budgets, L), tuned))
     return opts
 
 
@@ -310,7 +309,7 @@ def plan(
         notes.append("measured costs leave no room for the minimal study: filling what fits")
         return Plan(True, budget, target, spent, trials, {}, minimum_budget, notes)
     if not all(o.meets_min for o in best):
-        notes.append("budget too small for 3 sizes x 3 epoch budgets in every family")
+        notes.append(f"budget too small for {cfg.min_sizes} sizes x {cfg.min_epoch_budgets} epoch budgets in every family")
     if cfg.lr_strategy == "tune" and not all(o.tuned for o in best):
         notes.append("budget too small to tune the lr (2 trials per epoch budget): using the base lr")
 

@@ -53,6 +53,10 @@ class StudyConfig:
     # Which model the lr is tuned on per epoch budget: "smallest" (the family's
     # smallest model, cheapest) or "band" (the smallest model planned at that budget).
     lr_tune_on: str = "smallest"
+    # What a "full" study has per family when the budget allows (the planner's
+    # third preference, after a real study and a tuned lr).
+    min_sizes: int = 3
+    min_epoch_budgets: int = 3
     # Half-width of the diagonal band of (size rank, epoch rank) cells, in epoch-rank units.
     band_width: float = 1.0
     # Choose the study's extent to fit this fraction of the budget ...
@@ -87,6 +91,8 @@ class StudyConfig:
             not self.lr_first_multipliers or any(not _positive(m) for m in self.lr_first_multipliers)
         ):
             raise UserError("lr_first_multipliers must be positive numbers")
+        if not all(isinstance(v, int) and v >= 1 for v in (self.min_sizes, self.min_epoch_budgets)):
+            raise UserError("min_sizes and min_epoch_budgets must be positive integers")
         if self.lr_tune_on not in ("smallest", "band"):
             raise UserError(f"unknown lr_tune_on {self.lr_tune_on!r}; choose smallest or band")
         if not 0 < self.plan_fraction <= self.fill_fraction <= 1:
