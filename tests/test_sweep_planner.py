@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
-from scaling.sweep import costmodel, planner
+from scaling.sweep import costmodel, planner, state
 from scaling.sweep import lr as lrrule
+from scaling.errors import UserError
 from scaling.sweep.study import StudyConfig
 
 LADDER = ["cnn-xs", "cnn-s", "cnn-m", "cnn-l"]
@@ -93,6 +95,26 @@ def test_three_sizes_and_three_epochs_when_affordable():
     sizes = {t.model for t in p.trials}
     epochs = {t.epochs for t in p.trials}
     assert len(sizes) >= 3 and len(epochs) >= 3, p.notes
+
+
+def test_min_sizes_asks_for_more_sizes_over_more_epochs():
+    """A study may demand 4 sizes; the default (3) lets the planner trade sizes for epoch range."""
+    default, _ = context()
+    four, _ = context(StudyConfig(families=["cnn"], min_sizes=4))
+    assert planner.plan(default, 0.09, 0.0, []).extents == {"cnn": [3, 5]}  # the wider compute range
+    assert planner.plan(four, 0.09, 0.0, []).extents == {"cnn": [4, 3]}
+    with pytest.raises(UserError, match="min_sizes"):
+        StudyConfig(families=["cnn"], min_sizes=0).validate()
+
+
+def test_trial_ids_are_plain_directory_names():
+    """ViT names contain "/" (vit-c0/4): a trial id must still be one directory, not two."""
+    tid = planner.trial_id("vit-c0/4", 0.125, "lr4x", 0)
+    assert tid == "vit-c0_4-e0.125-lr4x-s0"
+    paths = state.Paths(Path("/study"))
+    assert paths.trial_dir(tid).parent == Path("/study/trials")
+    with pytest.raises(ValueError):
+        paths.trial_dir("vit-c0/4-e0.125-lr4x-s0")
 
 
 def test_too_small_budget_reports_minimum():

@@ -106,7 +106,8 @@ def fmt_epochs(e: float) -> str:
 
 
 def trial_id(model: str, epochs: float, tag: str, seed: int) -> str:
-    return f"{model}-e{fmt_epochs(epochs)}-{tag}-s{seed}"
+    """A trial's id, also its directory name: a model's "/" (``vit-s/16``) becomes "_"."""
+    return f"{model.replace('/', '_')}-e{fmt_epochs(epochs)}-{tag}-s{seed}"
 
 
 def band_cells(k: int, l: int, width: float) -> list[tuple[int, int]]:

@@ -178,6 +178,8 @@ class Paths:
         return self.root / "sessions"
 
     def trial_dir(self, trial_id: str) -> Path:
+        if "/" in trial_id or trial_id.startswith("."):
+            raise ValueError(f"trial id {trial_id!r} is not a plain directory name")
         return self.root / "trials" / trial_id
 
     def trial_json(self, trial_id: str) -> Path:
