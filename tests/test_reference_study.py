@@ -20,14 +20,17 @@ def _records() -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(RESULTS.rglob("result.json"))]
 
 
-def test_four_sizes_and_three_epoch_budgets_per_family_on_real_cifar10():
+def test_four_sizes_and_three_epoch_budgets_per_family_on_real_cifar10(cifar10_path):
+    from scaling import data
+
+    real = data.load("cifar10", cifar10_path).content_hash
     done = [r for r in _records() if r["status"] == "done"]
     for fam in ("nfnet", "vit"):
         runs = [r for r in done if r["family"] == fam]
         assert len({r["model"] for r in runs}) >= 4, fam
         assert len({r["config"]["epochs"] for r in runs}) >= 3, fam
         assert all(r["dataset"] == "cifar10" and r["train_size"] == 45000 and r["steps"] > 0 for r in runs)
-        assert all(r["config"]["data_source"].endswith("cifar10-jpeg.zip") for r in runs)  # the real images
+        assert all(r["dataset_hash"] == real for r in runs)  # the real images, not synthetic ones
     assert not list(RESULTS.rglob("checkpoints")), "checkpoints must not be committed"
 
 
