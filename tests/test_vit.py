@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,10 +16,13 @@ from scaling.errors import UserError
 from scaling.models import registry
 from scaling.models.vit import (
     LADDER,
+    LN_EPS,
     VARIANTS,
+    LayerNorm,
     VisionTransformer,
     cost_analysis_twin,
     posemb_sincos_2d,
+    resolve_attention_impl,
     scan_params_from_unrolled,
     vit_forward_flops,
 )
@@ -261,3 +265,34 @@ def test_recipe_and_optimizer_equal_optax_adamw():
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     assert not np.allclose(p1["block_0"]["attn"]["qkv"]["kernel"],
                            params["block_0"]["attn"]["qkv"]["kernel"])
+
+
+def test_attention_impl_auto_takes_cudnn_only_where_it_applies():
+    # cuDNN fused attention: NVIDIA GPU, half-precision activations, head dim a multiple of 8 up to 128.
+    assert resolve_attention_impl("auto", jnp.bfloat16, 64, backend="gpu") == "cudnn"
+    assert resolve_attention_impl("auto", jnp.float16, 128, backend="cuda") == "cudnn"
+    assert resolve_attention_impl("auto", jnp.float32, 64, backend="gpu") is None
+    assert resolve_attention_impl("auto", jnp.bfloat16, 64, backend="cpu") is None
+    assert resolve_attention_impl("auto", jnp.bfloat16, 36, backend="gpu") is None
+    assert resolve_attention_impl("auto", jnp.bfloat16, 256, backend="gpu") is None
+    assert resolve_attention_impl("xla", jnp.bfloat16, 64, backend="gpu") == "xla"
+    assert resolve_attention_impl(None, jnp.bfloat16, 64, backend="gpu") is None
+    with pytest.raises(ValueError, match="attention_impl"):
+        resolve_attention_impl("flash", jnp.bfloat16, 64, backend="gpu")
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_layernorm_equals_flax(dtype):
+    x = jax.random.normal(jax.random.PRNGKey(0), (4, 7, 48)) * 3.0 + 1.5
+    ours = LayerNorm(LN_EPS, dtype)
+    theirs = nn.LayerNorm(epsilon=LN_EPS, dtype=dtype)
+    params = theirs.init(jax.random.PRNGKey(1), x)
+    assert jax.tree.map(jnp.shape, ours.init(jax.random.PRNGKey(1), x)) == jax.tree.map(jnp.shape, params)
+    params = jax.tree.map(lambda p: p + jax.random.normal(jax.random.PRNGKey(2), p.shape), params)
+    y, y_ref = ours.apply(params, x), theirs.apply(params, x)
+    assert y.dtype == y_ref.dtype == dtype
+    tol = 1e-5 if dtype == jnp.float32 else 2e-2
+    np.testing.assert_allclose(np.asarray(y, np.float32), np.asarray(y_ref, np.float32), atol=tol, rtol=tol)
+    g, g_ref = (jax.grad(lambda p, m=m: jnp.sum(jnp.sin(m.apply(p, x).astype(jnp.float32))))(params) for m in (ours, theirs))
+    for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=10 * tol, rtol=10 * tol)

@@ -28,9 +28,12 @@ are not. q, k and v are one fused Dense ``qkv`` (faster on CPU) whose three
 (width x width) blocks are each Xavier-initialised like big_vision's separate
 projections. Parameters are float32; ``dtype`` is the activation dtype
 (e.g. bfloat16 on GPU); logits are returned as float32. ``attention_impl``
-is passed to ``jax.nn.dot_product_attention``: None (its default, XLA's
-einsum-softmax-einsum, also on GPU in jax 0.10) or "cudnn" (fused flash
-attention on NVIDIA GPUs with bf16/fp16 activations; not tested here).
+picks ``jax.nn.dot_product_attention``'s implementation: None (XLA's
+einsum-softmax-einsum) or "cudnn" (fused flash attention on NVIDIA GPUs,
+bf16/fp16 activations only). The default "auto" takes cuDNN where it applies
+(``resolve_attention_impl``): on an H100, ViT-B/16 at 224 px, batch 256,
+bf16, the train step went from 96.5 ms (XLA, 28.1% MFU) to 75.6 ms (cuDNN,
+35.9% MFU); ``experiments/bench_gpu.py``.
 
 ``scan=True`` runs the blocks under ``nn.scan`` (parameters stacked on a
 leading ``depth`` axis; same maths, faster compiles for deep models).
@@ -85,10 +88,56 @@ def _qkv_init(key, shape, dtype=jnp.float32):
     return jnp.concatenate(blocks, axis=1)
 
 
+ATTENTION_IMPLS = (None, "auto", "xla", "cudnn")
+
+
+def resolve_attention_impl(impl: str | None, dtype, head_dim: int, backend: str | None = None) -> str | None:
+    """The ``jax.nn.dot_product_attention`` implementation that ``impl`` means here.
+
+    "auto": cuDNN's fused attention on an NVIDIA GPU when the activations are
+    bf16/fp16 and the head dimension is one cuDNN takes (a multiple of 8, at
+    most 128); otherwise None (XLA), which runs everywhere.
+    """
+    if impl not in ATTENTION_IMPLS:
+        raise ValueError(f"unknown attention_impl {impl!r}; choose from {ATTENTION_IMPLS}")
+    if impl != "auto":
+        return impl
+    backend = backend or jax.default_backend()
+    half = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+    if backend in ("gpu", "cuda") and half and head_dim % 8 == 0 and head_dim <= 128:
+        return "cudnn"
+    return None
+
+
+class LayerNorm(nn.Module):
+    """``nn.LayerNorm``'s maths and parameters (``scale`` 1, ``bias`` 0, fp32
+    statistics), written so that XLA fuses it.
+
+    Flax first forms ``rsqrt(var + eps) * scale`` as a full (..., width) array,
+    which XLA:CPU materialises: 25 such broadcasts cost ~0.18 s of a 4.9 s
+    ViT-S/8 step (batch 64, 64 px). Here the per-token factor and the
+    per-channel scale are applied one after the other and fuse.
+    """
+
+    epsilon: float = LN_EPS
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        d = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (d,))
+        bias = self.param("bias", nn.initializers.zeros, (d,))
+        x = x.astype(jnp.float32)
+        centred = x - jnp.mean(x, axis=-1, keepdims=True)
+        var = jnp.mean(jnp.square(centred), axis=-1, keepdims=True)
+        y = centred * jax.lax.rsqrt(var + self.epsilon)
+        return (y * scale + bias).astype(self.dtype)
+
+
 class SelfAttention(nn.Module):
     num_heads: int
     dtype: Any = jnp.float32
-    attention_impl: str | None = None  # jax.nn.dot_product_attention: None/"xla"/"cudnn"
+    attention_impl: str | None = "auto"  # see resolve_attention_impl
 
     @nn.compact
     def __call__(self, x):
@@ -96,7 +145,8 @@ class SelfAttention(nn.Module):
         hd = d // self.num_heads
         qkv = nn.Dense(3 * d, kernel_init=_qkv_init, dtype=self.dtype, name="qkv")(x)
         q, k, v = jnp.split(qkv.reshape(b, t, 3 * self.num_heads, hd), 3, axis=2)
-        y = jax.nn.dot_product_attention(q, k, v, implementation=self.attention_impl)
+        impl = resolve_attention_impl(self.attention_impl, self.dtype, hd)
+        y = jax.nn.dot_product_attention(q, k, v, implementation=impl)
         return nn.Dense(d, kernel_init=_xavier, dtype=self.dtype, name="out")(y.reshape(b, t, d))
 
 
@@ -120,14 +170,14 @@ class EncoderBlock(nn.Module):
     num_heads: int
     dropout: float = 0.0
     dtype: Any = jnp.float32
-    attention_impl: str | None = None
+    attention_impl: str | None = "auto"
 
     @nn.compact
     def __call__(self, x, deterministic: bool):
-        y = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name="norm1")(x)
+        y = LayerNorm(LN_EPS, self.dtype, name="norm1")(x)
         y = SelfAttention(self.num_heads, self.dtype, self.attention_impl, name="attn")(y)
         x = x + nn.Dropout(self.dropout)(y, deterministic)
-        y = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name="norm2")(x)
+        y = LayerNorm(LN_EPS, self.dtype, name="norm2")(x)
         y = MlpBlock(self.mlp_dim, self.dropout, self.dtype, name="mlp")(y, deterministic)
         return x + nn.Dropout(self.dropout)(y, deterministic)
 
@@ -154,7 +204,7 @@ class VisionTransformer(nn.Module):
     dropout: float = 0.0
     scan: bool = False
     dtype: Any = jnp.float32
-    attention_impl: str | None = None
+    attention_impl: str | None = "auto"
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -201,7 +251,7 @@ class VisionTransformer(nn.Module):
         else:
             for i in range(self.depth):
                 x = EncoderBlock(**block_kw, name=f"block_{i}")(x, deterministic)
-        x = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name="encoder_norm")(x)
+        x = LayerNorm(LN_EPS, self.dtype, name="encoder_norm")(x)
 
         x = x[:, 0] if self.pool == "cls" else x.mean(axis=1)
         if self.rep_size:
