@@ -55,7 +55,7 @@ def main() -> None:
             f"{model:16s} {px:4d}px b{batch:<4d} {dtype:9s} {json.dumps(kw):24s} "
             f"{r['step_seconds'] * 1e3:8.2f} ms/step {r['images_per_second']:9.0f} img/s "
             f"{r['achieved_flops_per_second'] / 1e12:7.1f} TFLOP/s  MFU {mfu:>6s}  "
-            f"xla/analytic {(r['flops_per_example_xla'] or 0) / r['flops_per_example']:.3f}  "
+            f"xla/analytic {r['flops_per_example_xla'] / r['flops_per_example'] if r['flops_per_example_xla'] else float('nan'):.3f}  "
             f"compile {r['train_compile_seconds']:.0f}s  ({time.monotonic() - t:.0f}s) on {r['device_kind']}",
             flush=True,
         )
