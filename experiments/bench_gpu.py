@@ -65,4 +65,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from scaling.allocator import reexec_with_tuned_malloc
+
+    reexec_with_tuned_malloc()  # before JAX starts: see scaling/allocator.py
     main()

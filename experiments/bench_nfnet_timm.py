@@ -5,24 +5,29 @@ cross-entropy, backward, AGC (all but the classifier), coupled weight decay
 and an SGD-Nesterov update, on the same random batch. Ours uses the repo's
 optimizer chain (``scaling.optim``) and recipe; timm uses ``torch.optim.SGD``
 plus ``timm.utils.agc.adaptive_clip_grad`` on every parameter but the
-classifier's. Run it alone on the machine (``flock /tmp/scaling-cpu.lock``).
+classifier's. The two run in alternating blocks of steps (``scaling.bench.interleaved_medians``)
+so that background load hits both alike. Run it alone on the machine
+(``flock /tmp/scaling-cpu.lock``).
 
     python experiments/bench_nfnet_timm.py [--model nfnet-f0] [--image-size 64]
-        [--batch-size 32] [--steps 10] [--conv-impl auto|native|split|im2col] [--json]
+        [--batch-size 32] [--steps 8] [--conv-impl auto|native|split|im2col] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 
 import numpy as np
 
+from scaling import allocator
+from scaling.bench import interleaved_medians
 
-def bench_ours(model_name, x_nhwc, labels, num_classes, steps, conv_impl):
+
+def bench_ours(model_name, x_nhwc, labels, num_classes, conv_impl):
+    """Our train step as a callable (compiled and run once), and facts about it."""
     import jax
     import jax.numpy as jnp
     import optax
@@ -51,20 +56,22 @@ def bench_ours(model_name, x_nhwc, labels, num_classes, steps, conv_impl):
 
     step = jax.jit(step, donate_argnums=(0, 1))
     key = jax.random.PRNGKey(1)
+    state = {"params": params, "opt_state": opt_state, "i": 0}
+
+    def run():
+        state["i"] += 1
+        state["params"], state["opt_state"], loss = step(
+            state["params"], state["opt_state"], x, y, jax.random.fold_in(key, state["i"]))
+        return float(loss)
+
     t0 = time.perf_counter()
-    params, opt_state, loss = step(params, opt_state, x, y, key)
-    loss.block_until_ready()
-    first = time.perf_counter() - t0
-    times = []
-    for i in range(steps):
-        t0 = time.perf_counter()
-        params, opt_state, loss = step(params, opt_state, x, y, jax.random.fold_in(key, i))
-        loss.block_until_ready()
-        times.append(time.perf_counter() - t0)
-    return dict(first_step_s=first, step_s=statistics.median(times), loss=float(loss), lr=cfg.lr, agc=cfg.agc_clip)
+    run()
+    info = dict(first_step_s=time.perf_counter() - t0, lr=cfg.lr, agc=cfg.agc_clip)
+    return run, info
 
 
-def bench_timm(x_nhwc, labels, num_classes, steps, lr, agc, threads):
+def bench_timm(x_nhwc, labels, num_classes, lr, agc, threads):
+    """timm's train step as a callable (run once), and facts about it."""
     import timm
     import torch
     from timm.utils.agc import adaptive_clip_grad
@@ -98,13 +105,7 @@ def bench_timm(x_nhwc, labels, num_classes, steps, lr, agc, threads):
 
     t0 = time.perf_counter()
     step()
-    first = time.perf_counter() - t0
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        loss = step()
-        times.append(time.perf_counter() - t0)
-    return dict(first_step_s=first, step_s=statistics.median(times), loss=loss)
+    return step, dict(first_step_s=time.perf_counter() - t0)
 
 
 def main(argv=None):
@@ -113,7 +114,7 @@ def main(argv=None):
     ap.add_argument("--image-size", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--num-classes", type=int, default=1000)
-    ap.add_argument("--steps", type=int, default=10, help="timed steps after the first (compile/warm-up) step")
+    ap.add_argument("--steps", type=int, default=8, help="timed steps per contender, in alternating blocks of 4")
     ap.add_argument("--conv-impl", default="auto", choices=["auto", "native", "split", "im2col"])
     ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     ap.add_argument("--no-timm", action="store_true")
@@ -123,8 +124,9 @@ def main(argv=None):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((args.batch_size, args.image_size, args.image_size, 3)).astype(np.float32)
     labels = rng.integers(0, args.num_classes, args.batch_size)
-    out = {"setup": vars(args)}
-    out["ours"] = bench_ours(args.model, x, labels, args.num_classes, args.steps, args.conv_impl)
+    out = {"setup": vars(args), "malloc": allocator.describe()}
+    run_ours, out["ours"] = bench_ours(args.model, x, labels, args.num_classes, args.conv_impl)
+    steps = {"ours": run_ours}
     if not args.no_timm:
         try:
             import timm  # noqa: F401
@@ -132,12 +134,18 @@ def main(argv=None):
         except ImportError as e:
             out["timm"] = f"skipped: {e}"
         else:
-            out["timm"] = bench_timm(x, labels, args.num_classes, args.steps, out["ours"]["lr"], out["ours"]["agc"], args.threads)
-            out["timm_over_ours"] = out["timm"]["step_s"] / out["ours"]["step_s"]
+            steps["timm"], out["timm"] = bench_timm(
+                x, labels, args.num_classes, out["ours"]["lr"], out["ours"]["agc"], args.threads)
+    medians = interleaved_medians(steps, args.steps)
+    for name, seconds in medians.items():
+        out[name]["step_s"] = seconds
+    if "timm" in medians:
+        out["timm_over_ours"] = medians["timm"] / medians["ours"]
     if args.json:
         print(json.dumps(out, indent=2))
         return
-    print(f"{args.model} train step, batch {args.batch_size}, {args.image_size}px, fp32, conv_impl={args.conv_impl}")
+    print(f"{args.model} train step, batch {args.batch_size}, {args.image_size}px, fp32, conv_impl={args.conv_impl}; "
+          f"{allocator.describe()}")
     o = out["ours"]
     print(f"  ours (JAX):  {o['step_s'] * 1e3:8.1f} ms/step  (first step incl. compile {o['first_step_s']:.1f} s)")
     t = out.get("timm")
@@ -149,4 +157,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    from scaling.allocator import reexec_with_tuned_malloc
+
+    reexec_with_tuned_malloc()  # before JAX starts: see scaling/allocator.py
     sys.exit(main())

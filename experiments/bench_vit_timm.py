@@ -15,6 +15,7 @@ ratio. Run it alone on the machine (``flock /tmp/scaling-cpu.lock ...``).
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 
@@ -23,34 +24,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from scaling import config, optim
+from scaling import allocator, config, optim
+from scaling.bench import interleaved_medians
 from scaling.models import registry
 
 IMAGE, PATCH, CLASSES = 64, 8, 1000
-
-
-def _interleaved_medians(steps: dict, rounds: int, warmup: int = 2, block: int = 4) -> dict:
-    """Median seconds per step of each callable, run in alternating blocks.
-
-    Alternating the contenders makes the ratio robust to other load on a
-    shared machine (each sees the same background on average). Each turn runs
-    one untimed step, then ``block`` timed ones: the first step after the
-    other framework ran is slow for reasons outside either (thread wake-up,
-    memory re-faulted after the other's allocations). Switching on every step
-    measured ours at 7.1 s/step against 4.7-4.9 s in consecutive steps.
-    """
-    for step in steps.values():
-        for _ in range(warmup):
-            step()
-    times = {name: [] for name in steps}
-    for _ in range(max(1, -(-rounds // block))):
-        for name, step in steps.items():
-            step()
-            for _ in range(block):
-                t0 = time.perf_counter()
-                step()
-                times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def ours_step(x: np.ndarray, y: np.ndarray, scan: bool):
@@ -65,7 +43,7 @@ def ours_step(x: np.ndarray, y: np.ndarray, scan: bool):
         logits = model.apply({"params": p}, xb, train=True)
         return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
 
-    @jax.jit
+    @functools.partial(jax.jit, donate_argnums=(0, 1))  # as the trainer: update in place
     def train_step(p, s, xb, yb):
         loss, g = jax.value_and_grad(loss_fn)(p, xb, yb)
         updates, s = tx.update(g, s, p)
@@ -120,14 +98,14 @@ def main() -> None:
 
     flops = 3 * registry.get(f"vit-s/{PATCH}").forward_flops(IMAGE, CLASSES) * args.batch
     print(f"ViT-S/{PATCH} @ {IMAGE}px, batch {args.batch}, fp32, {jax.devices()[0].device_kind}; "
-          f"~{flops / 1e9:.1f} GFLOP per training step (3 x analytic forward)")
+          f"~{flops / 1e9:.1f} GFLOP per training step (3 x analytic forward); {allocator.describe()}")
     steps = {"ours": ours_step(x, y, scan=False)}
     if args.scan:
         steps["ours (scan)"] = ours_step(x, y, scan=True)
     theirs = timm_step(x, y)
     if theirs is not None:
         steps["timm"] = theirs
-    results = _interleaved_medians(steps, args.steps)
+    results = interleaved_medians(steps, args.steps)
     for name, t in results.items():
         print(f"{name:12s} {t * 1e3:8.1f} ms/step  {flops / t / 1e9:6.1f} GFLOP/s")
     if "timm" in results:
@@ -136,4 +114,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from scaling.allocator import reexec_with_tuned_malloc
+
+    reexec_with_tuned_malloc()  # before JAX starts: see scaling/allocator.py
     main()

@@ -470,4 +470,7 @@ def summary(r: dict) -> str:
 
 
 if __name__ == "__main__":
+    from scaling.allocator import reexec_with_tuned_malloc
+
+    reexec_with_tuned_malloc()  # before JAX starts: see scaling/allocator.py
     sys.exit(main())

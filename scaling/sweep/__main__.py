@@ -87,4 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from scaling.allocator import reexec_with_tuned_malloc
+
+    reexec_with_tuned_malloc()  # before JAX starts: see scaling/allocator.py
     sys.exit(main())

@@ -240,5 +240,8 @@ def _worker(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from scaling.allocator import reexec_with_tuned_malloc
+
+    reexec_with_tuned_malloc()  # before JAX starts: see scaling/allocator.py
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     sys.exit(_worker())
