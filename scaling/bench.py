@@ -200,8 +200,6 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.batch_size <= 0:
         raise UserError(f"--batch-size must be positive, got {args.batch_size}")
-    if not isinstance(args.model_kwargs, dict):
-        raise UserError(f"--model-kwargs must be a JSON object, got {args.model_kwargs!r}")
     r = measure(args.model, args.batch_size, args.image_size, args.dataset, args.steps, args.dtype, args.data_source,
                 model_kwargs=args.model_kwargs)
     if args.measure_peak:

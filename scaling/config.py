@@ -115,6 +115,13 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
         raise UserError(f"unknown compute dtype {out.compute_dtype!r}")
     if not (out.lr > 0 and math.isfinite(out.lr)):
         raise UserError(f"--lr must be positive, got {out.lr}")
+    if not isinstance(out.model_kwargs, dict):
+        raise UserError(f"--model-kwargs must be a JSON object, got {out.model_kwargs!r}")
+    if out.model_kwargs:  # constructing the module (no parameters yet) checks names and values
+        try:
+            spec.build(num_classes=10, image_size=spec.default_image_size, **out.model_kwargs)
+        except (TypeError, ValueError) as e:
+            raise UserError(f"--model-kwargs do not fit {spec.name}: {e}") from None
     return out
 
 

@@ -113,6 +113,8 @@ def test_four_simulated_devices_match_one(tmp_path):
         (["--epochs", "-1"], "--epochs"),
         (["--batch-size", "0"], "--batch-size"),
         (["--workdir", "/proc/forbidden/run"], "not writable"),
+        (["--model-kwargs", '{"widht": 2}'], "do not fit cnn-xs"),
+        (["--model-kwargs", "[1]"], "JSON object"),
     ],
 )
 def test_user_errors_are_one_line_exit_2(tmp_path, args, message):
