@@ -119,6 +119,31 @@ def test_ws_conv_standardises_per_output_channel():
     np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
 
 
+def test_ws_hand_written_backward_equals_autodiff_of_the_formula():
+    """``standardize`` has a hand-written VJP (speed); it must equal autodiff of
+    the definition, in float64, with the eps floor active and inactive."""
+
+    def direct(kernel, gain):  # the definition, differentiated by JAX
+        fan_in = np.prod(kernel.shape[:-1])
+        mean = jnp.mean(kernel, axis=(0, 1, 2))
+        var = jnp.var(kernel, axis=(0, 1, 2))
+        return (kernel - mean) * (jax.lax.rsqrt(jnp.maximum(var * fan_in, nfnet.WS_EPS)) * gain)
+
+    with jax.enable_x64(True):
+        shape = (3, 3, 8, 6)
+        kernel = jax.random.normal(jax.random.PRNGKey(0), shape, jnp.float64) * 0.3 + 0.1
+        # Channel 0 constant (floored: var = 0), channel 1 tiny (fan_in * var < eps).
+        kernel = kernel.at[..., 0].set(0.7).at[..., 1].multiply(1e-4)
+        gain = jnp.linspace(0.5, 2.0, shape[-1], dtype=jnp.float64)
+        cot = jax.random.normal(jax.random.PRNGKey(1), shape, jnp.float64)
+        ours = jax.grad(lambda k, g: jnp.sum(nfnet.standardize(k, g) * cot), (0, 1))(kernel, gain)
+        ref = jax.grad(lambda k, g: jnp.sum(direct(k, g) * cot), (0, 1))(kernel, gain)
+        np.testing.assert_allclose(nfnet.standardize(kernel, gain), direct(kernel, gain), rtol=1e-12, atol=1e-12)
+        for a, b in zip(ours, ref):
+            np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9)
+        assert float(jnp.abs(ours[0][..., 2:]).max()) > 1e-3  # a non-trivial gradient was compared
+
+
 def test_ws_eps_floor_for_constant_kernel():
     w = nfnet.standardize(jnp.ones((1, 1, 4, 2)), jnp.ones(2))
     np.testing.assert_allclose(w, 0.0, atol=1e-6)  # var 0: floored at 1e-4, no NaN
@@ -129,7 +154,17 @@ def test_ws_eps_floor_for_constant_kernel():
 
 @pytest.mark.parametrize(
     "shape,groups,stride,k",
-    [((2, 8, 8, 8), 2, 1, 3), ((2, 7, 9, 12), 3, 2, 3), ((3, 2, 2, 8), 4, 1, 3), ((2, 4, 4, 6), 1, 2, 3), ((2, 5, 5, 4), 1, 1, 1), ((2, 5, 5, 4), 1, 2, 1)],
+    [
+        ((2, 8, 8, 8), 2, 1, 3),
+        ((2, 7, 9, 12), 3, 2, 3),
+        ((3, 2, 2, 8), 4, 1, 3),
+        ((2, 4, 4, 6), 1, 2, 3),
+        ((2, 5, 5, 4), 1, 1, 1),
+        ((2, 5, 5, 4), 1, 2, 1),
+        # Wide enough (>= 16 input channels per group) for the matmul weight gradient:
+        ((2, 6, 6, 32), 2, 1, 3),
+        ((2, 7, 5, 16), 1, 2, 3),
+    ],
 )
 @pytest.mark.parametrize("impl", ["split", "im2col"])
 def test_grouped_conv_rewrites_equal_native(shape, groups, stride, k, impl):
@@ -145,6 +180,9 @@ def test_grouped_conv_rewrites_equal_native(shape, groups, stride, k, impl):
     g_oth = jax.grad(lambda x, w: jnp.sum(other(x, w) * cot), (0, 1))(x, w)
     for a, b in zip(g_oth, g_nat):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
+    if impl == "split" and k > 1:  # wide convs take the matmul weight gradient
+        wide = shape[-1] // groups >= grouped_conv._MATMUL_WGRAD_MIN_CIN
+        assert ("custom_vjp_call" in str(jax.make_jaxpr(other)(x, w))) == wide
 
 
 def test_same_padding_is_tf_style():

@@ -72,13 +72,49 @@ def _haiku_linear_init(key, shape, dtype=jnp.float32):
     return jax.random.truncated_normal(key, -2.0, 2.0, shape, dtype) / np.sqrt(shape[0])
 
 
-def standardize(kernel: jax.Array, gain: jax.Array) -> jax.Array:
-    """Scaled WS: (W - mean) * gain / sqrt(fan_in * var), per output channel."""
+def _ws_stats(kernel):
+    """Per output channel: the mean, and fan_in * var (two-pass variance)."""
     fan_in = math.prod(kernel.shape[:-1])
     mean = jnp.mean(kernel, axis=(0, 1, 2))
-    var = jnp.var(kernel, axis=(0, 1, 2))
-    scale = jax.lax.rsqrt(jnp.maximum(var * fan_in, WS_EPS)) * gain
-    return kernel * scale - mean * scale
+    centred = kernel - mean
+    return mean, jnp.mean(centred * centred, axis=(0, 1, 2)) * fan_in
+
+
+@jax.custom_vjp
+def standardize(kernel: jax.Array, gain: jax.Array) -> jax.Array:
+    """Scaled WS: (W - mean) * gain / sqrt(fan_in * var), per output channel.
+
+    The backward pass is written out (``_standardize_bwd``) because it runs over
+    every weight each step: autodiff's version made XLA:CPU take several slow
+    reductions; this one is two sums and one elementwise pass. Measured on the
+    2-core CPU, NFNet-F0 train step at 64 px: batch 2 455 -> 343 ms, batch 32
+    1624 -> 1526 ms. Same values as autodiff (tested in float64).
+    """
+    mean, fan_in_var = _ws_stats(kernel)
+    return (kernel - mean) * (jax.lax.rsqrt(jnp.maximum(fan_in_var, WS_EPS)) * gain)
+
+
+def _standardize_fwd(kernel, gain):
+    mean, fan_in_var = _ws_stats(kernel)
+    r = jax.lax.rsqrt(jnp.maximum(fan_in_var, WS_EPS))
+    return (kernel - mean) * (r * gain), (kernel, gain, mean, r, fan_in_var < WS_EPS)
+
+
+def _standardize_bwd(residuals, g):
+    # With c = W - mean, S = sum_fan_in(g * c):
+    #   dW = r * gain * (g - mean_fan_in(g) - r^2 * S * c),  d gain = r * S;
+    # where the eps floor is active r is a constant and the r^2 term drops.
+    kernel, gain, mean, r, floored = residuals
+    centred = kernel - mean
+    sum_g = jnp.sum(g, axis=(0, 1, 2))
+    sum_gc = jnp.sum(g * centred, axis=(0, 1, 2))
+    r2 = jnp.where(floored, 0.0, r * r)
+    fan_in = math.prod(kernel.shape[:-1])
+    d_kernel = (r * gain) * (g - sum_g / fan_in - r2 * sum_gc * centred)
+    return d_kernel, r * sum_gc
+
+
+standardize.defvjp(_standardize_fwd, _standardize_bwd)
 
 
 class WSConv(nn.Module):
