@@ -6,11 +6,15 @@ and an SGD-Nesterov update, on the same random batch. Ours uses the repo's
 optimizer chain (``scaling.optim``) and recipe; timm uses ``torch.optim.SGD``
 plus ``timm.utils.agc.adaptive_clip_grad`` on every parameter but the
 classifier's. The two run in alternating blocks of steps (``scaling.bench.interleaved_medians``)
-so that background load hits both alike. Run it alone on the machine
-(``flock /tmp/scaling-cpu.lock``).
+so that background load hits both alike. Each framework gets its own best
+allocator: ours runs with glibc malloc tuned for XLA:CPU (``scaling.allocator``),
+timm in a child process with the platform default (``--timm-malloc tuned``
+runs it in this process, under our settings, instead). Run it alone on the
+machine (``flock /tmp/scaling-cpu.lock``).
 
     python experiments/bench_nfnet_timm.py [--model nfnet-f0] [--image-size 64]
-        [--batch-size 32] [--steps 8] [--conv-impl auto|native|split|im2col] [--json]
+        [--batch-size 32] [--steps 8] [--conv-impl auto|native|split|im2col]
+        [--timm-malloc default|tuned] [--json]
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import time
 import numpy as np
 
 from scaling import allocator
-from scaling.bench import interleaved_medians
+from scaling.bench import ChildStep, interleaved_medians, serve_steps
 
 
 def bench_ours(model_name, x_nhwc, labels, num_classes, conv_impl):
@@ -108,6 +112,13 @@ def bench_timm(x_nhwc, labels, num_classes, lr, agc, threads):
     return step, dict(first_step_s=time.perf_counter() - t0)
 
 
+def batch(args):
+    """The benchmark's input: the same random batch in every process."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((args.batch_size, args.image_size, args.image_size, 3)).astype(np.float32)
+    return x, rng.integers(0, args.num_classes, args.batch_size)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="nfnet-f0")
@@ -118,12 +129,17 @@ def main(argv=None):
     ap.add_argument("--conv-impl", default="auto", choices=["auto", "native", "split", "im2col"])
     ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     ap.add_argument("--no-timm", action="store_true")
+    ap.add_argument("--timm-malloc", default="default", choices=["default", "tuned"],
+                    help="timm in a child process with the platform's malloc (default), or in this one")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--serve-timm", nargs=2, type=float, metavar=("LR", "AGC"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((args.batch_size, args.image_size, args.image_size, 3)).astype(np.float32)
-    labels = rng.integers(0, args.num_classes, args.batch_size)
+    x, labels = batch(args)
+    if args.serve_timm:  # the child side of --timm-malloc default
+        step, info = bench_timm(x, labels, args.num_classes, *args.serve_timm, args.threads)
+        serve_steps(step, json.dumps(info))
+        return
     out = {"setup": vars(args), "malloc": allocator.describe()}
     run_ours, out["ours"] = bench_ours(args.model, x, labels, args.num_classes, args.conv_impl)
     steps = {"ours": run_ours}
@@ -134,9 +150,17 @@ def main(argv=None):
         except ImportError as e:
             out["timm"] = f"skipped: {e}"
         else:
-            steps["timm"], out["timm"] = bench_timm(
-                x, labels, args.num_classes, out["ours"]["lr"], out["ours"]["agc"], args.threads)
+            lr, agc = out["ours"]["lr"], out["ours"]["agc"]
+            if args.timm_malloc == "tuned":
+                steps["timm"], out["timm"] = bench_timm(x, labels, args.num_classes, lr, agc, args.threads)
+                out["timm"]["malloc"] = allocator.describe()
+            else:
+                argv = [sys.executable, __file__, *sys.argv[1:], "--serve-timm", str(lr), str(agc)]
+                steps["timm"] = ChildStep(argv, allocator.default_environ())
+                out["timm"] = dict(json.loads(steps["timm"].info), malloc="malloc: platform default (child process)")
     medians = interleaved_medians(steps, args.steps)
+    if isinstance(steps.get("timm"), ChildStep):
+        steps["timm"].close()
     for name, seconds in medians.items():
         out[name]["step_s"] = seconds
     if "timm" in medians:
@@ -144,13 +168,14 @@ def main(argv=None):
     if args.json:
         print(json.dumps(out, indent=2))
         return
-    print(f"{args.model} train step, batch {args.batch_size}, {args.image_size}px, fp32, conv_impl={args.conv_impl}; "
-          f"{allocator.describe()}")
+    print(f"{args.model} train step, batch {args.batch_size}, {args.image_size}px, fp32, conv_impl={args.conv_impl}")
+    print(f"  ours: {allocator.describe()}")
     o = out["ours"]
     print(f"  ours (JAX):  {o['step_s'] * 1e3:8.1f} ms/step  (first step incl. compile {o['first_step_s']:.1f} s)")
     t = out.get("timm")
     if isinstance(t, dict):
-        print(f"  timm dm_nfnet_f0 (torch): {t['step_s'] * 1e3:8.1f} ms/step  (first step {t['first_step_s']:.1f} s)")
+        print(f"  timm dm_nfnet_f0 (torch): {t['step_s'] * 1e3:8.1f} ms/step  (first step {t['first_step_s']:.1f} s; "
+              f"{t['malloc']})")
         print(f"  timm / ours = {out['timm_over_ours']:.2f}  (>1: ours faster)")
     elif t:
         print(f"  timm: {t}")

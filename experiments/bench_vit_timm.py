@@ -6,16 +6,21 @@ whatever CPU this runs on. Ours is ``vit-s/8`` in the original configuration
 optimizer chain (global-norm clip 1.0 + AdamW, ``scaling.optim.build``). timm's
 ``vit_small_patch16_224(img_size=64, patch_size=8)`` runs with
 ``torch.optim.AdamW`` and ``clip_grad_norm_(1.0)`` on the same input, in the
-same process, when torch and timm import. Prints median step times and the
-ratio. Run it alone on the machine (``flock /tmp/scaling-cpu.lock ...``).
+same run, when torch and timm import, in alternating blocks of steps. Each
+framework gets its own best allocator: ours runs with glibc malloc tuned for
+XLA:CPU (``scaling.allocator``), timm in a child process with the platform
+default (``--timm-malloc tuned`` runs it in this process instead). Prints
+median step times and the ratio. Run it alone on the machine
+(``flock /tmp/scaling-cpu.lock ...``).
 
-    python experiments/bench_vit_timm.py [--steps 20] [--batch 64]
+    python experiments/bench_vit_timm.py [--steps 20] [--batch 64] [--timm-malloc default|tuned]
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -23,7 +28,7 @@ import numpy as np
 import optax
 
 from scaling import allocator, config, optim
-from scaling.bench import interleaved_medians
+from scaling.bench import ChildStep, interleaved_medians, serve_steps
 from scaling.models import registry
 
 IMAGE, PATCH, CLASSES = 64, 8, 1000
@@ -78,8 +83,9 @@ def timm_step(x: np.ndarray, y: np.ndarray):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        return loss.item()
 
-    print(f"torch {torch.__version__}, timm {timm.__version__}, threads {torch.get_num_threads()}")
+    step.info = f"torch {torch.__version__}, timm {timm.__version__}, threads {torch.get_num_threads()}"
     return step
 
 
@@ -88,11 +94,18 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=8, help="timed steps per model (median reported)")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--scan", action="store_true", help="also time ours with nn.scan over blocks")
+    ap.add_argument("--timm-malloc", default="default", choices=["default", "tuned"],
+                    help="timm in a child process with the platform's malloc (default), or in this one")
+    ap.add_argument("--serve-timm", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((args.batch, IMAGE, IMAGE, 3), dtype=np.float32)
     y = rng.integers(0, CLASSES, args.batch).astype(np.int32)
+    if args.serve_timm:  # the child side of --timm-malloc default
+        step = timm_step(x, y)
+        serve_steps(step, step.info)
+        return
 
     flops = 3 * registry.get(f"vit-s/{PATCH}").forward_flops(IMAGE, CLASSES) * args.batch
     print(f"ViT-S/{PATCH} @ {IMAGE}px, batch {args.batch}, fp32, {jax.devices()[0].device_kind}; "
@@ -100,10 +113,25 @@ def main() -> None:
     steps = {"ours": ours_step(x, y, scan=False)}
     if args.scan:
         steps["ours (scan)"] = ours_step(x, y, scan=True)
-    theirs = timm_step(x, y)
+    if args.timm_malloc == "tuned":
+        theirs = timm_step(x, y)
+        if theirs is not None:
+            print(f"{theirs.info}; {allocator.describe()}")
+    else:
+        try:
+            import timm  # noqa: F401
+            import torch  # noqa: F401
+        except ImportError as e:
+            print(f"timm comparison skipped: {e}")
+            theirs = None
+        else:
+            theirs = ChildStep([sys.executable, __file__, *sys.argv[1:], "--serve-timm"], allocator.default_environ())
+            print(f"{theirs.info}; malloc: platform default (child process)")
     if theirs is not None:
         steps["timm"] = theirs
     results = interleaved_medians(steps, args.steps)
+    if isinstance(theirs, ChildStep):
+        theirs.close()
     for name, t in results.items():
         print(f"{name:12s} {t * 1e3:8.1f} ms/step  {flops / t / 1e9:6.1f} GFLOP/s")
     if "timm" in results:

@@ -60,3 +60,11 @@ def describe() -> str:
     if current == TUNABLES:
         return "malloc: tuned for XLA:CPU (scaling.allocator)"
     return f"malloc: GLIBC_TUNABLES={current}" if current else "malloc: platform default"
+
+
+def default_environ(environ=os.environ) -> dict:
+    """``environ`` for a child process that should run with the platform's default malloc."""
+    env = dict(environ, SCALING_MALLOC="off")
+    if env.get("GLIBC_TUNABLES") == TUNABLES:
+        del env["GLIBC_TUNABLES"]
+    return env
