@@ -15,9 +15,10 @@ dense 3x3 conv takes its weight gradient as one im2col matmul (patches^T @ dy)
 instead of XLA:CPU's own weight-gradient convolution, which runs at 7-70
 GFLOP/s against ~95 as a matmul (measured per shape, see
 ``_MATMUL_WGRAD_MIN_CIN``); forward and input gradient stay XLA's convs.
-Both compute exactly the
-grouped convolution (tested against the native one, values and gradients),
-and XLA's cost analysis counts them like it: ``"split"`` is counted per group
+
+Both compute exactly the grouped convolution (tested against the native
+one, values and gradients), and XLA's cost analysis counts their forward pass
+like it: ``"split"`` is counted per group
 over non-padded taps, like the native conv; ``"im2col"`` also counts the
 multiplies by padding zeros, i.e. exactly the analytic k*k*C_in/g*C_out MACs
 per output pixel. ``"native"`` is ``lax.conv_general_dilated`` with
