@@ -161,9 +161,11 @@ def test_ws_eps_floor_for_constant_kernel():
         ((2, 4, 4, 6), 1, 2, 3),
         ((2, 5, 5, 4), 1, 1, 1),
         ((2, 5, 5, 4), 1, 2, 1),
-        # Wide enough (>= 16 input channels per group) for the matmul weight gradient:
+        # Wide enough for the matmul weight gradient (16 -> 32 channels per group up):
         ((2, 6, 6, 32), 2, 1, 3),
         ((2, 7, 5, 16), 1, 2, 3),
+        ((2, 6, 6, 16), 1, 1, 3),  # 16 -> 32, stride 1
+        ((2, 6, 6, 32), 2, 2, 3),  # 16 -> 32 per group, stride 2
     ],
 )
 @pytest.mark.parametrize("impl", ["split", "im2col"])
@@ -181,8 +183,15 @@ def test_grouped_conv_rewrites_equal_native(shape, groups, stride, k, impl):
     for a, b in zip(g_oth, g_nat):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
     if impl == "split" and k > 1:  # wide convs take the matmul weight gradient
-        wide = shape[-1] // groups >= grouped_conv._MATMUL_WGRAD_MIN_CIN
+        wide = grouped_conv.matmul_wgrad_pays(shape[-1] // groups, w.shape[-1] // groups)
         assert ("custom_vjp_call" in str(jax.make_jaxpr(other)(x, w))) == wide
+
+
+def test_matmul_weight_gradient_only_where_it_measured_faster():
+    pays = grouped_conv.matmul_wgrad_pays
+    assert pays(128, 128) and pays(32, 64) and pays(16, 32)  # NFNet-F0's group and stem convs
+    assert not pays(16, 16)  # the CIFAR ladder's 16-channel groups
+    assert not pays(8, 16) and not pays(3, 16)
 
 
 def test_same_padding_is_tf_style():
@@ -200,6 +209,20 @@ def test_auto_impl_is_native_off_cpu(monkeypatch):
 
 
 # --- Architecture details ------------------------------------------------------
+
+
+def test_arch_rejects_shapes_that_would_be_zipped_short():
+    base = nfnet.VARIANTS["nfnet-f0"][0]
+    with pytest.raises(ValueError, match="stem_widths needs 3"):
+        dataclasses.replace(base, stem_widths=[8, 8])
+    with pytest.raises(ValueError, match="4 stages"):
+        dataclasses.replace(base, depths=(1, 2, 6))
+    with pytest.raises(ValueError, match="unknown stem"):
+        dataclasses.replace(base, stem="tiny")
+    with pytest.raises(ValueError, match="positive integers"):
+        dataclasses.replace(base, stem_widths=(8, 0, 8))
+    arch = dataclasses.replace(base, stem_widths=[8, 8, 8])  # JSON lists become tuples (hashable)
+    assert arch.stem_widths == (8, 8, 8) and hash(arch)
 
 
 def test_mid_width_rounds_down_to_groups():

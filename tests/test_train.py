@@ -115,6 +115,7 @@ def test_four_simulated_devices_match_one(tmp_path):
         (["--workdir", "/proc/forbidden/run"], "not writable"),
         (["--model-kwargs", '{"widht": 2}'], "do not fit cnn-xs"),
         (["--model-kwargs", "[1]"], "JSON object"),
+        (["--model", "nfnet-f0-w0.125", "--model-kwargs", '{"stem_widths": [8, 8]}'], "stem_widths needs 3"),
     ],
 )
 def test_user_errors_are_one_line_exit_2(tmp_path, args, message):

@@ -13,8 +13,9 @@ arithmetic into operations XLA:CPU runs well:
 Both lower a dense 1x1 conv to a matmul over pixels. In ``"split"``, each
 dense 3x3 conv takes its weight gradient as one im2col matmul (patches^T @ dy)
 instead of XLA:CPU's own weight-gradient convolution, which runs at 7-70
-GFLOP/s against ~95 as a matmul (measured per shape, see
-``_MATMUL_WGRAD_MIN_CIN``); forward and input gradient stay XLA's convs.
+GFLOP/s against ~95 as a matmul where channels are not too few (measured per
+shape, see ``_MATMUL_WGRAD_MIN_CIN``); forward and input gradient stay XLA's
+convs.
 
 Both compute exactly the grouped convolution (tested against the native
 one, values and gradients), and XLA's cost analysis counts their forward pass
@@ -41,11 +42,16 @@ _DIMS = ("NHWC", "HWIO", "NHWC")
 # im2col: XLA's conv kernels degrade sharply there (at 2x2, even a dense 3x3 conv
 # runs at ~3 GFLOP/s vs ~65 GFLOP/s as im2col), while above it split wins.
 _IM2COL_MAX_PIXELS = 4
-# Weight gradients as an im2col matmul from this many input channels (per
-# group) up. Measured on a 2-core AVX2 CPU, batch 32, ms for XLA's conv vs the
-# matmul: 32x32 px 32->64 ch 67.5 vs 17.4; 16x16 128->128 35.8 vs 26.0;
-# 4x4 128->128 3.9 vs 1.8; but 16x16 8->8 (batch 128) 1.8 vs 2.5.
+# Dense 3x3 convs take their weight gradient as an im2col matmul from
+# _MATMUL_WGRAD_MIN_CIN input and _MATMUL_WGRAD_MIN_COUT output channels (per
+# group) up. Measured on a 2-core AVX2 CPU, ms, XLA's conv vs the matmul:
+# batch 32: 32x32 px 32->64 ch 67.5 vs 17.4; 16x16 128->128 35.8 vs 26.0;
+# 4x4 128->128 3.9 vs 1.8. Below, the matmul (e.g. a 144x16 result over
+# K = 32768 rows) gains nothing: batch 128, forward + backward, 16x16 16->16
+# 10.7 vs 11.1, 4x4 16->16 3.8 vs 4.0; the CIFAR ladder's whole training step
+# ran 4% faster with its 16-channel groups left to XLA (216.6 vs 226.6 ms).
 _MATMUL_WGRAD_MIN_CIN = 16
+_MATMUL_WGRAD_MIN_COUT = 32
 # ... unless the patch matrix (kh*kw copies of the input) would exceed this.
 _MATMUL_WGRAD_MAX_PATCH_BYTES = 1 << 30
 
@@ -124,12 +130,17 @@ def _im2col(x, w, stride, groups):
     return jnp.concatenate(outs, axis=-1)
 
 
+def matmul_wgrad_pays(cin: int, cout: int) -> bool:
+    """Whether a dense 3x3 conv's weight gradient runs faster as an im2col matmul on XLA:CPU."""
+    return cin >= _MATMUL_WGRAD_MIN_CIN and cout >= _MATMUL_WGRAD_MIN_COUT
+
+
 def _dense_conv(x, w, stride):
     """A dense SAME conv whose weight gradient is a matmul where that is faster on XLA:CPU."""
     kh, kw, cin, _ = w.shape
     ho, wo = -(-x.shape[1] // stride), -(-x.shape[2] // stride)
     patch_bytes = x.shape[0] * ho * wo * kh * kw * cin * x.dtype.itemsize
-    if kh * kw == 1 or cin < _MATMUL_WGRAD_MIN_CIN or patch_bytes > _MATMUL_WGRAD_MAX_PATCH_BYTES:
+    if kh * kw == 1 or not matmul_wgrad_pays(cin, w.shape[3]) or patch_bytes > _MATMUL_WGRAD_MAX_PATCH_BYTES:
         return _xla_conv(x, w, stride)
     return _conv_matmul_wgrad(x, w, stride)
 

@@ -218,6 +218,24 @@ class Arch:
     final_conv_mult: int = 2
     se_ratio: float = SE_RATIO
 
+    def __post_init__(self):
+        # Checked here because a wrong-length list from --model-kwargs would
+        # otherwise be zipped short against the stem strides, silently.
+        for name in ("depths", "widths", "stem_widths"):
+            value = tuple(getattr(self, name))
+            if not value or not all(isinstance(v, int) and v > 0 for v in value):
+                raise ValueError(f"{name} must be positive integers, got {list(value)}")
+            object.__setattr__(self, name, value)
+        if len(self.depths) != len(STAGE_STRIDES) or len(self.widths) != len(STAGE_STRIDES):
+            raise ValueError(f"depths and widths need {len(STAGE_STRIDES)} stages each")
+        if self.stem not in STEM_STRIDES:
+            raise ValueError(f"unknown stem {self.stem!r}; choose from {sorted(STEM_STRIDES)}")
+        if len(self.stem_widths) != len(STEM_STRIDES[self.stem]) - 1:
+            raise ValueError(
+                f"stem_widths needs {len(STEM_STRIDES[self.stem]) - 1} entries (the last stem conv "
+                f"has widths[0] // 2 channels), got {list(self.stem_widths)}"
+            )
+
     def scaled(self, width_mult: float) -> "Arch":
         """Every channel count (stem, stages, group width) times ``width_mult``."""
         r = lambda c: max(1, int(round(c * width_mult)))  # noqa: E731
