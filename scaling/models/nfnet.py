@@ -226,8 +226,8 @@ class Arch:
             if not value or not all(isinstance(v, int) and v > 0 for v in value):
                 raise ValueError(f"{name} must be positive integers, got {list(value)}")
             object.__setattr__(self, name, value)
-        if len(self.depths) != len(STAGE_STRIDES) or len(self.widths) != len(STAGE_STRIDES):
-            raise ValueError(f"depths and widths need {len(STAGE_STRIDES)} stages each")
+        if len(self.depths) != len(self.widths) or len(self.depths) > len(STAGE_STRIDES):
+            raise ValueError(f"depths and widths need the same number of stages, at most {len(STAGE_STRIDES)}")
         if self.stem not in STEM_STRIDES:
             raise ValueError(f"unknown stem {self.stem!r}; choose from {sorted(STEM_STRIDES)}")
         if len(self.stem_widths) != len(STEM_STRIDES[self.stem]) - 1:
