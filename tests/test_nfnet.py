@@ -287,6 +287,25 @@ def test_bf16_forward_float32_logits_and_sown_residual_stream(tiny_params):
     assert [h.shape[1] for h in streams] == [8, 4, 4, 2, 1]
 
 
+def test_small_early_stem_strides_first_and_reaches_the_same_stage_sizes():
+    arch = dataclasses.replace(TINY, stem="small-early")
+    model = nfnet.NFNet(num_classes=10, arch=arch)
+    x = jnp.zeros((2, 16, 16, 3))
+    params = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)["params"]
+    _, state = jax.eval_shape(lambda p: model.apply({"params": p}, x, mutable=["intermediates"]), params)
+    assert [h.shape[1] for h in state["intermediates"]["residual"]] == [8, 4, 4, 2, 1]
+    # Same parameters as the "small" stem (strides change no shapes of weights)...
+    small = jax.eval_shape(nfnet.NFNet(num_classes=10, arch=TINY).init, jax.random.PRNGKey(0), x)["params"]
+    assert jax.tree_util.tree_map(lambda a: a.shape, params) == jax.tree_util.tree_map(lambda a: a.shape, small)
+    # ...but three of the four stem convs now run at half resolution: fewer
+    # MACs, counted right (stem [16, 16, 16] so the stem dominates the count).
+    wide, wide_early = (dataclasses.replace(a, stem_widths=(16, 16, 16)) for a in (TINY, arch))
+    analytic = 2 * nfnet.forward_macs(wide_early, 32, 10)
+    assert analytic < 0.7 * 2 * nfnet.forward_macs(wide, 32, 10)
+    xla = _xla_flops(nfnet.NFNet(num_classes=10, arch=wide_early), 32)
+    assert abs(xla / analytic - 1) < 0.1, (xla, analytic)
+
+
 def test_stochastic_depth_is_per_example_without_rescale():
     block = nfnet.NFBlock(out_ch=8, group_width=4, stochdepth_rate=0.5)
     x = jax.random.normal(jax.random.PRNGKey(0), (64, 4, 4, 8))
