@@ -27,8 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from scaling import allocator, config, optim
-from scaling.bench import ChildStep, interleaved_medians, serve_steps
+from scaling import allocator, config, optim, runtime
+from scaling.bench import ChildStep, interleaved_medians, restart_if_compiled, serve_steps
 from scaling.models import registry
 
 IMAGE, PATCH, CLASSES = 64, 8, 1000
@@ -59,6 +59,9 @@ def ours_step(x: np.ndarray, y: np.ndarray, scan: bool):
         state[0], state[1], loss = train_step(state[0], state[1], xb, yb)
         loss.block_until_ready()
 
+    with runtime.CacheMisses() as misses:
+        step()  # compile (or load from the persistent cache) now
+    step.compiled_here = misses.count > 0
     return step
 
 
@@ -110,9 +113,11 @@ def main() -> None:
     flops = 3 * registry.get(f"vit-s/{PATCH}").forward_flops(IMAGE, CLASSES) * args.batch
     print(f"ViT-S/{PATCH} @ {IMAGE}px, batch {args.batch}, fp32, {jax.devices()[0].device_kind}; "
           f"~{flops / 1e9:.1f} GFLOP per training step (3 x analytic forward); {allocator.describe()}")
+    runtime.setup()  # the persistent cache: ours is timed as the trainer runs it (see restart_if_compiled)
     steps = {"ours": ours_step(x, y, scan=False)}
     if args.scan:
         steps["ours (scan)"] = ours_step(x, y, scan=True)
+    restart_if_compiled(any(s.compiled_here for s in steps.values()))
     if args.timm_malloc == "tuned":
         theirs = timm_step(x, y)
         if theirs is not None:

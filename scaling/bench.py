@@ -58,6 +58,18 @@ def interleaved_medians(steps: dict, rounds: int, warmup: int = 2, block: int = 
     return {name: statistics.median(t) for name, t in times.items()}
 
 
+def restart_if_compiled(compiled: bool) -> None:
+    """For benchmark CLIs: if this process compiled the step itself (a
+    persistent-cache miss, see ``scaling.runtime.CacheMisses``), restart once
+    so that the step is timed as the trainer runs it, loaded from the cache
+    (``scaling.allocator.restart_clean`` says why that is faster on XLA:CPU)."""
+    import jax
+
+    if compiled and allocator.restarted_at() is None and jax.default_backend() == "cpu":
+        print("compiled in this process: restarting once to time the cached program", file=sys.stderr)
+        allocator.restart_clean()
+
+
 class ChildStep:
     """A training step that runs in a child process, called like a local one.
 

@@ -1,8 +1,10 @@
-"""Process-wide JAX setup: the persistent compilation cache, on by default."""
+"""Process-wide JAX setup: the persistent compilation cache, on by default,
+and a count of the compilations this process did itself (cache misses)."""
 
 from __future__ import annotations
 
 import os
+import time
 
 import jax
 
@@ -28,3 +30,40 @@ def setup() -> None:
     jax.config.update("jax_compilation_cache_dir", where)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+_CACHE_REQUESTS = "/jax/compilation_cache/compile_requests_use_cache"
+_CACHE_HITS = "/jax/compilation_cache/cache_hits"
+_events = {_CACHE_REQUESTS: 0, _CACHE_HITS: 0}
+_listening = False
+
+
+def _count(event: str, **_kwargs) -> None:
+    if event in _events:
+        _events[event] += 1
+
+
+class CacheMisses:
+    """Persistent-cache misses (XLA compilations done in this process) inside a
+    ``with`` block: ``count``, and ``fresh_seconds``, the block's wall time
+    when it missed and took long enough for JAX to cache the result (shorter
+    programs are never cached, so they miss in every process).
+
+    Zero when the cache is off: then there is no cached copy to come back to.
+    """
+
+    def __enter__(self) -> "CacheMisses":
+        global _listening
+        if not _listening:
+            jax.monitoring.register_event_listener(_count)
+            _listening = True
+        self._start = dict(_events)
+        self._t0 = time.monotonic()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        seconds = time.monotonic() - self._t0
+        requests = _events[_CACHE_REQUESTS] - self._start[_CACHE_REQUESTS]
+        self.count = requests - (_events[_CACHE_HITS] - self._start[_CACHE_HITS])
+        cacheable = seconds >= jax.config.jax_persistent_cache_min_compile_time_secs
+        self.fresh_seconds = seconds if self.count and cacheable else 0.0

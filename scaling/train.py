@@ -28,6 +28,11 @@ from scaling.paths import atomic_write_bytes, atomic_write_json, read_json
 
 RESULT_SCHEMA = 1
 MAX_INTERMEDIATE_EVALS = 4
+# The CLI restarts only after a compile at least this long (seconds; override
+# with SCALING_RESTART_AFTER_COMPILE=SECONDS|off): a restart costs ~10 s
+# (start-up, data, programs from the cache), and short compiles leave the
+# process fast.
+RESTART_AFTER_COMPILE_SECONDS = 5.0
 
 
 class Accounting:
@@ -39,11 +44,13 @@ class Accounting:
 
     PARTS = ("compile", "train", "eval", "other")
 
-    def __init__(self, path: Path, device_count: int):
+    def __init__(self, path: Path, device_count: int, seconds_before: float = 0.0):
+        """``seconds_before``: time this segment spent before it was created
+        (a clean restart's hand-over, see ``RestartAfterCompile``), as ``other``."""
         self.path, self.device_count = path, device_count
         self.previous = read_json(path)["segments"] if path.exists() else []
         self.seconds = {k: 0.0 for k in self.PARTS}
-        self.t0 = time.monotonic()
+        self.t0 = time.monotonic() - seconds_before
 
     def add(self, part: str, seconds: float) -> None:
         self.seconds[part] += seconds
@@ -104,21 +111,31 @@ def _rewind_metrics(path: Path, step: int) -> None:
     atomic_write_bytes(path, ("\n".join(keep) + "\n" if keep else "").encode())
 
 
+class RestartAfterCompile(Exception):
+    """This process compiled the steps itself; the CLI restarts once to train in
+    a process that loads them from the persistent cache (see
+    ``scaling.allocator.restart_clean``: 30-50% faster steps on XLA:CPU)."""
+
+
 def default_eval_every(total_steps: int, steps_per_epoch: int) -> int:
     """At most 4 intermediate evaluations, and at most one per epoch: evaluation
     is compute the study pays for, so short runs only evaluate at the end."""
     return max(math.ceil(total_steps / (MAX_INTERMEDIATE_EVALS + 1)), steps_per_epoch)
 
 
-def run(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True) -> dict:
+def run(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True,
+        restart_after_compile: float | None = None) -> dict:
     """Train (or resume) ``cfg`` in ``workdir``; return the contents of ``result.json``.
 
     A crash that is not the user's mistake (out of memory, a bug) is recorded
     as ``status: failed`` with the error, so a sweep sees it and moves on.
+    ``restart_after_compile`` (CLIs only): raise ``RestartAfterCompile`` when,
+    on a CPU, this process compiled the steps itself (persistent-cache miss)
+    for at least that many seconds; None: never.
     """
     try:
-        return _run(cfg, workdir, progress=progress)
-    except (UserError, KeyboardInterrupt):
+        return _run(cfg, workdir, progress=progress, restart_after_compile=restart_after_compile)
+    except (UserError, KeyboardInterrupt, RestartAfterCompile):
         raise
     except Exception as e:
         path = Path(workdir)
@@ -130,8 +147,9 @@ def run(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True) 
         raise
 
 
-def _run(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True) -> dict:
-    from scaling import runtime
+def _run(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True,
+         restart_after_compile: float | None = None) -> dict:
+    from scaling import allocator, runtime
 
     runtime.setup()
     import jax
@@ -150,7 +168,9 @@ def _run(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True)
         return read_json(workdir / "result.json")
 
     devices = compute.device_info()
-    acct = Accounting(workdir / "accounting.json", devices["device_count"])
+    handed_over = allocator.restarted_at()
+    acct = Accounting(workdir / "accounting.json", devices["device_count"],
+                      seconds_before=max(time.time() - handed_over, 0.0) if handed_over else 0.0)
     spec = registry.get(cfg.model)
     data = load(cfg.dataset, cfg.data_source, cfg.val_size)
     image_size = cfg.image_size or data.image_size
@@ -170,13 +190,37 @@ def _run(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True)
     base_key = jax.random.key(cfg.seed)
     init_key, step_key = jax.random.split(base_key)
 
-    # Compile ahead of time so compile seconds are measured, not guessed.
+    def eval_batch(n: int) -> int:
+        eb = min(1000, n)
+        return eb - eb % devices["device_count"]
+
+    # Compile ahead of time (train step and one eval step per eval batch size)
+    # so compile seconds are measured, not guessed.
     t = time.monotonic()
     abstract = jax.eval_shape(parts.init_state, init_key)
     abstract = jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep), abstract)
     idx_spec = jax.ShapeDtypeStruct((cfg.batch_size,), np.int32, sharding=shard)
-    train_step = parts.train_step.lower(abstract, images, labels, idx_spec, step_key, lr_args).compile()
+    eval_fns: dict = {}
+    fresh = 0.0  # seconds this process spent compiling what the cache did not have
+    with runtime.CacheMisses() as misses:
+        train_step = parts.train_step.lower(abstract, images, labels, idx_spec, step_key, lr_args).compile()
+    fresh += misses.fresh_seconds
+    for split in ("val", "test"):
+        x, y = getattr(data, f"{split}_images"), getattr(data, f"{split}_labels")
+        eb = eval_batch(len(x))
+        if eb in eval_fns:
+            continue
+        specs = (jax.ShapeDtypeStruct((eb,) + x.shape[1:], x.dtype, sharding=shard),
+                 jax.ShapeDtypeStruct((eb,), y.dtype, sharding=shard),
+                 jax.ShapeDtypeStruct((eb,), np.float32, sharding=shard))
+        with runtime.CacheMisses() as misses:
+            eval_fns[eb] = parts.eval_step.lower(abstract["params"], *specs).compile()
+        fresh += misses.fresh_seconds
     acct.add("compile", time.monotonic() - t)
+    if (restart_after_compile is not None and fresh and fresh >= restart_after_compile
+            and handed_over is None and jax.default_backend() == "cpu"):
+        acct.flush()
+        raise RestartAfterCompile
     flops_xla = compute.xla_flops(train_step)
     flops_per_example = compute.train_flops_per_example(spec, image_size, data.num_classes)
 
@@ -192,13 +236,10 @@ def _run(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True)
         log.write(json.dumps(record) + "\n")
         log.flush()
 
-    eval_fns: dict = {}
-
     def evaluate(params, split: str) -> tuple[float, float]:
         t0 = time.monotonic()
         x, y = getattr(data, f"{split}_images"), getattr(data, f"{split}_labels")
-        eb = min(1000, len(x))
-        eb -= eb % devices["device_count"]
+        eb = eval_batch(len(x))
         loss = correct = 0.0
         for i in range(0, len(x), eb):
             xb, yb = x[i : i + eb], y[i : i + eb]
@@ -208,12 +249,7 @@ def _run(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True)
                 xb = np.concatenate([xb, np.zeros((eb - len(xb),) + xb.shape[1:], xb.dtype)])
                 yb = np.concatenate([yb, np.zeros(eb - len(yb), yb.dtype)])
             args = (params, jax.device_put(xb, shard), jax.device_put(yb, shard), jax.device_put(mask, shard))
-            if eb not in eval_fns:  # one compiled shape per eval batch size
-                tc = time.monotonic()
-                eval_fns[eb] = parts.eval_step.lower(*args).compile()
-                acct.add("compile", time.monotonic() - tc)
-                t0 += time.monotonic() - tc
-            ls, cs = eval_fns[eb](*args)
+            ls, cs = eval_fns[eb](*args)  # one compiled shape per eval batch size
             loss += float(ls)
             correct += float(cs)
         acct.add("eval", time.monotonic() - t0)
@@ -437,11 +473,29 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return cfg
 
 
+def _restart_threshold() -> float | None:
+    value = os.environ.get("SCALING_RESTART_AFTER_COMPILE", str(RESTART_AFTER_COMPILE_SECONDS))
+    if value.lower() == "off":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise UserError(f"SCALING_RESTART_AFTER_COMPILE must be a number of seconds or 'off', got {value!r}") from None
+
+
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     cfg = config_from_args(args)
-    result = run(cfg, args.workdir, progress=not args.quiet and not args.json)
+    try:
+        result = run(cfg, args.workdir, progress=not args.quiet and not args.json,
+                     restart_after_compile=_restart_threshold())
+    except RestartAfterCompile:
+        from scaling.allocator import restart_clean
+
+        print("compiled in this process: restarting once to train with the cached programs "
+              "(XLA:CPU runs them 30-50% faster in a process that did not compile)", file=sys.stderr)
+        restart_clean()
     if args.json:
         print(json.dumps(result, indent=2))
     else:

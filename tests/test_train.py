@@ -151,3 +151,28 @@ def test_checkpoint_interval_dividing_the_run(tmp_path):
     r = run_cli("scaling.train", *_train_args(tmp_path / "w", "synthetic", steps=20, extra=("--checkpoint-every", "10")))
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "w" / "result.json").read_text())["status"] == "done"
+
+
+def test_cli_restarts_once_after_compiling_and_accounts_for_both_processes(tmp_path):
+    """A cache miss makes the CLI restart once (same PID) and train in the new
+    process; the restart's time is charged; with the programs cached, no restart."""
+    env = {"SCALING_JAX_CACHE": str(tmp_path / "cache"), "SCALING_RESTART_AFTER_COMPILE": "0"}
+    first = run_cli("scaling.train", *_train_args(tmp_path / "a", "synthetic", steps=5), env=env)
+    assert first.returncode == 0, first.stderr
+    assert first.stderr.count("restarting once") == 1
+    result = json.loads((tmp_path / "a" / "result.json").read_text())
+    assert result["status"] == "done" and result["steps"] == 5 and result["segments"] == 2
+    compiled, trained = json.loads((tmp_path / "a" / "accounting.json").read_text())["segments"]
+    assert compiled["compile"] > 0 and compiled["train"] == 0 and trained["train"] > 0
+    assert result["wall_seconds"] == pytest.approx(compiled["wall"] + trained["wall"])
+    # The second process loads the programs from the cache.
+    assert trained["compile"] < compiled["compile"]
+    again = run_cli("scaling.train", *_train_args(tmp_path / "b", "synthetic", steps=5), env=env)
+    assert again.returncode == 0 and "restarting" not in again.stderr
+    assert json.loads((tmp_path / "b" / "result.json").read_text())["segments"] == 1
+    off = run_cli("scaling.train", *_train_args(tmp_path / "c", "synthetic", steps=5),
+                  env={**env, "SCALING_JAX_CACHE": str(tmp_path / "cache2"), "SCALING_RESTART_AFTER_COMPILE": "off"})
+    assert off.returncode == 0 and "restarting" not in off.stderr
+    bad = run_cli("scaling.train", *_train_args(tmp_path / "d", "synthetic", steps=5),
+                  env={**env, "SCALING_RESTART_AFTER_COMPILE": "soon"})
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
