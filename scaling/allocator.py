@@ -46,13 +46,18 @@ def reexec_with_tuned_malloc() -> None:
     """
     if not wanted():
         return
-    env = dict(os.environ, GLIBC_TUNABLES=TUNABLES)
+    _reexec(dict(os.environ, GLIBC_TUNABLES=TUNABLES))  # on failure: run untuned rather than fail
+
+
+def _reexec(env: dict) -> None:
+    """Replace this process by the same command (same PID and arguments) with
+    ``env``; returns only if that is impossible (an unusual sandbox)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
     try:
-        sys.stdout.flush()
-        sys.stderr.flush()
         os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
     except OSError:
-        return  # cannot re-exec (unusual sandbox): run untuned rather than fail
+        return
 
 
 def describe() -> str:
@@ -82,8 +87,10 @@ def restarted_at(environ=os.environ) -> float | None:
     return float(value) if value else None
 
 
-def restart_clean() -> None:
-    """Re-run this command once in a fresh process (same PID and arguments).
+def restart_clean(reason: str) -> None:
+    """Re-run this command once in a fresh process (same PID and arguments),
+    saying ``reason`` on stderr; returns only if it cannot (already restarted
+    once, or the exec failed), and then the caller carries on in this process.
 
     Why: on XLA:CPU a process that compiled a large program itself runs it
     30-50% slower than one that loaded it from the persistent compilation
@@ -93,7 +100,7 @@ def restart_clean() -> None:
     had to compile therefore restarts once, and the new process loads the
     programs from the cache. CLIs only; never from library code.
     """
-    env = dict(os.environ, **{RESTARTED_AT: repr(time.time())})
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+    if restarted_at() is not None:
+        return
+    print(reason, file=sys.stderr)
+    _reexec(dict(os.environ, **{RESTARTED_AT: repr(time.time())}))

@@ -65,9 +65,8 @@ def restart_if_compiled(compiled: bool) -> None:
     (``scaling.allocator.restart_clean`` says why that is faster on XLA:CPU)."""
     import jax
 
-    if compiled and allocator.restarted_at() is None and jax.default_backend() == "cpu":
-        print("compiled in this process: restarting once to time the cached program", file=sys.stderr)
-        allocator.restart_clean()
+    if compiled and jax.default_backend() == "cpu":
+        allocator.restart_clean("compiled in this process: restarting once to time the cached program")
 
 
 class ChildStep:

@@ -487,15 +487,15 @@ def _restart_threshold() -> float | None:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     cfg = config_from_args(args)
+    progress = not args.quiet and not args.json
     try:
-        result = run(cfg, args.workdir, progress=not args.quiet and not args.json,
-                     restart_after_compile=_restart_threshold())
+        result = run(cfg, args.workdir, progress=progress, restart_after_compile=_restart_threshold())
     except RestartAfterCompile:
         from scaling.allocator import restart_clean
 
-        print("compiled in this process: restarting once to train with the cached programs "
-              "(XLA:CPU runs them 30-50% faster in a process that did not compile)", file=sys.stderr)
-        restart_clean()
+        restart_clean("compiled in this process: restarting once to train with the cached programs "
+                      "(XLA:CPU runs them 30-50% faster in a process that did not compile)")
+        result = run(cfg, args.workdir, progress=progress)  # could not restart: train here
     if args.json:
         print(json.dumps(result, indent=2))
     else:
