@@ -98,7 +98,10 @@ def restart_clean(reason: str) -> None:
     per step; compiling leaves the heap in a state the step's buffers then
     pay for; untuned malloc 258 ms, so it is not the tuning alone). A CLI that
     had to compile therefore restarts once, and the new process loads the
-    programs from the cache. CLIs only; never from library code.
+    programs from the cache. That process must not compile anything either:
+    one compile after the step is loaded (the parameter initialiser, 12 s)
+    still costs ~14% (220 vs 192 ms), so the trainer compiles every program
+    before the restart. CLIs only; never from library code.
     """
     if restarted_at() is not None:
         return

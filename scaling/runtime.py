@@ -43,6 +43,20 @@ def _count(event: str, **_kwargs) -> None:
         _events[event] += 1
 
 
+def _listen() -> None:
+    global _listening
+    if not _listening:
+        jax.monitoring.register_event_listener(_count)
+        _listening = True
+
+
+def compiles_so_far() -> int:
+    """XLA compilations this process did itself (persistent-cache misses) since
+    this was first called; counted only while the cache is on."""
+    _listen()
+    return _events[_CACHE_REQUESTS] - _events[_CACHE_HITS]
+
+
 class CacheMisses:
     """Persistent-cache misses (XLA compilations done in this process) inside a
     ``with`` block: ``count``, and ``fresh_seconds``, the block's wall time
@@ -53,10 +67,7 @@ class CacheMisses:
     """
 
     def __enter__(self) -> "CacheMisses":
-        global _listening
-        if not _listening:
-            jax.monitoring.register_event_listener(_count)
-            _listening = True
+        _listen()
         self._start = dict(_events)
         self._t0 = time.monotonic()
         return self

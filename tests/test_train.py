@@ -165,11 +165,15 @@ def test_cli_restarts_once_after_compiling_and_accounts_for_both_processes(tmp_p
     compiled, trained = json.loads((tmp_path / "a" / "accounting.json").read_text())["segments"]
     assert compiled["compile"] > 0 and compiled["train"] == 0 and trained["train"] > 0
     assert result["wall_seconds"] == pytest.approx(compiled["wall"] + trained["wall"])
-    # The second process loads the programs from the cache.
+    # The second process loads the programs from the cache, and no process
+    # compiles anything once its steps are loaded (that slows XLA:CPU's step).
     assert trained["compile"] < compiled["compile"]
+    assert compiled["late_compiles"] == 0 and trained["late_compiles"] == 0
     again = run_cli("scaling.train", *_train_args(tmp_path / "b", "synthetic", steps=5), env=env)
     assert again.returncode == 0 and "restarting" not in again.stderr
     assert json.loads((tmp_path / "b" / "result.json").read_text())["segments"] == 1
+    (segment,) = json.loads((tmp_path / "b" / "accounting.json").read_text())["segments"]
+    assert segment["late_compiles"] == 0
     off = run_cli("scaling.train", *_train_args(tmp_path / "c", "synthetic", steps=5),
                   env={**env, "SCALING_JAX_CACHE": str(tmp_path / "cache2"), "SCALING_RESTART_AFTER_COMPILE": "off"})
     assert off.returncode == 0 and "restarting" not in off.stderr

@@ -18,6 +18,7 @@ from scaling.models.vit import (
     LADDER,
     LN_EPS,
     VARIANTS,
+    Dense,
     LayerNorm,
     VisionTransformer,
     cost_analysis_twin,
@@ -296,3 +297,25 @@ def test_layernorm_equals_flax(dtype):
     g, g_ref = (jax.grad(lambda p, m=m: jnp.sum(jnp.sin(m.apply(p, x).astype(jnp.float32))))(params) for m in (ours, theirs))
     for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=10 * tol, rtol=10 * tol)
+
+
+@pytest.mark.parametrize("d_in,d_out", [(24, 56), (56, 24)])  # both weight-gradient branches
+def test_dense_equals_flax_dense_values_and_gradients(d_in, d_out):
+    x = jax.random.normal(jax.random.PRNGKey(0), (3, 5, d_in))
+    init = nn.initializers.xavier_uniform()
+    ours, theirs = Dense(d_out, kernel_init=init), nn.Dense(d_out, kernel_init=init)
+    params = theirs.init(jax.random.PRNGKey(1), x)
+    mine = ours.init(jax.random.PRNGKey(1), x)
+    assert jax.tree.structure(mine) == jax.tree.structure(params)
+    for a, b in zip(jax.tree.leaves(mine), jax.tree.leaves(params)):  # same initial values
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    params = jax.tree.map(lambda p: p + jax.random.normal(jax.random.PRNGKey(2), p.shape), params)
+    np.testing.assert_allclose(ours.apply(params, x), theirs.apply(params, x), rtol=1e-5, atol=1e-5)
+
+    def loss(m):
+        return jax.jit(jax.grad(lambda p, x: jnp.sum(jnp.sin(m.apply(p, x))), argnums=(0, 1)))
+
+    (gp, gx), (gp_ref, gx_ref) = loss(ours)(params, x), loss(theirs)(params, x)
+    np.testing.assert_allclose(gx, gx_ref, rtol=1e-5, atol=1e-5)
+    for a, b in zip(jax.tree.leaves(gp), jax.tree.leaves(gp_ref)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)

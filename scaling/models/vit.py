@@ -24,7 +24,9 @@ With these options the parameter count equals timm's ``vit_*_patch16_224``.
 
 Only weight matrices and conv kernels are named ``kernel`` (the shared
 weight-decay mask); ``pos_embedding``, ``cls``, LayerNorm ``scale``/``bias``
-are not. q, k and v are one fused Dense ``qkv`` (faster on CPU) whose three
+are not. Dense layers in the blocks are ``Dense`` (``nn.Dense``'s maths and
+parameters, a backward pass arranged for XLA:CPU's GEMMs). q, k and v are
+one fused Dense ``qkv`` (faster on CPU) whose three
 (width x width) blocks are each Xavier-initialised like big_vision's separate
 projections. Parameters are float32; ``dtype`` is the activation dtype
 (e.g. bfloat16 on GPU); logits are returned as float32. ``attention_impl``
@@ -88,6 +90,63 @@ def _qkv_init(key, shape, dtype=jnp.float32):
     return jnp.concatenate(blocks, axis=1)
 
 
+@jax.custom_vjp
+def _matmul(x, kernel):
+    """``x @ kernel`` with a backward pass laid out for XLA:CPU's GEMMs (see ``Dense``)."""
+    return jnp.dot(x, kernel)
+
+
+def _matmul_fwd(x, kernel):
+    return jnp.dot(x, kernel), (x, kernel)
+
+
+def _matmul_bwd(res, dy):
+    x, kernel = res
+    d_in, d_out = kernel.shape
+    # Input gradient dy @ kernel^T against a transposed copy of the kernel (the
+    # barrier keeps XLA from folding the transpose back into the dot), so the
+    # GEMM reads both operands row-major.
+    kernel_t = jax.lax.optimization_barrier(kernel.T)
+    dx = jnp.dot(dy, kernel_t)
+    # Weight gradient x^T @ dy contracts over tokens, which XLA:CPU's GEMM only
+    # takes after an explicit transpose of one operand: transpose the narrower.
+    x2, dy2 = x.reshape(-1, d_in), dy.reshape(-1, d_out)
+    dk = jnp.dot(x2.T, dy2) if d_in <= d_out else jnp.dot(dy2.T, x2).T
+    return dx, dk
+
+
+_matmul.defvjp(_matmul_fwd, _matmul_bwd)
+
+
+class Dense(nn.Module):
+    """``nn.Dense``'s maths, parameters and initialisation, with a backward pass
+    arranged for XLA:CPU.
+
+    Autodiff writes the input gradient of ``x @ W`` as ``dy @ W^T``, a GEMM
+    with a transposed right operand, which YNNPACK (XLA:CPU's GEMM library)
+    runs at half speed when the output is narrow: ViT-S/8 64 px batch 64,
+    [4160, 1536] x [384, 1536]^T ran at 150 GFLOP/s against 284 GFLOP/s for the
+    same sizes untransposed. Here the kernel is transposed first (weight-sized,
+    ~1% of the GEMM's traffic) and the GEMM runs untransposed; the whole
+    ViT-S/8 train step went from ~2940 to ~2540 ms. CPU only.
+    """
+
+    features: int
+    kernel_init: Any = nn.initializers.lecun_normal()
+    bias_init: Any = nn.initializers.zeros
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features))
+        bias = self.param("bias", self.bias_init, (self.features,))
+        # Other backends keep autodiff's backward (GPU GEMMs take transposed
+        # operands at full speed; the GPU numbers in the README were measured so).
+        matmul = _matmul if jax.default_backend() == "cpu" else jnp.dot
+        y = matmul(x.astype(self.dtype), kernel.astype(self.dtype))
+        return y + bias.astype(self.dtype)
+
+
 ATTENTION_IMPLS = (None, "auto", "xla", "cudnn")
 
 
@@ -143,11 +202,11 @@ class SelfAttention(nn.Module):
     def __call__(self, x):
         b, t, d = x.shape
         hd = d // self.num_heads
-        qkv = nn.Dense(3 * d, kernel_init=_qkv_init, dtype=self.dtype, name="qkv")(x)
+        qkv = Dense(3 * d, kernel_init=_qkv_init, dtype=self.dtype, name="qkv")(x)
         q, k, v = jnp.split(qkv.reshape(b, t, 3 * self.num_heads, hd), 3, axis=2)
         impl = resolve_attention_impl(self.attention_impl, self.dtype, hd)
         y = jax.nn.dot_product_attention(q, k, v, implementation=impl)
-        return nn.Dense(d, kernel_init=_xavier, dtype=self.dtype, name="out")(y.reshape(b, t, d))
+        return Dense(d, kernel_init=_xavier, dtype=self.dtype, name="out")(y.reshape(b, t, d))
 
 
 class MlpBlock(nn.Module):
@@ -158,9 +217,9 @@ class MlpBlock(nn.Module):
     @nn.compact
     def __call__(self, x, deterministic: bool):
         inits = dict(kernel_init=_xavier, bias_init=_tiny_normal, dtype=self.dtype)
-        y = nn.gelu(nn.Dense(self.mlp_dim, **inits, name="fc1")(x))
+        y = nn.gelu(Dense(self.mlp_dim, **inits, name="fc1")(x))
         y = nn.Dropout(self.dropout)(y, deterministic)
-        return nn.Dense(x.shape[-1], **inits, name="fc2")(y)
+        return Dense(x.shape[-1], **inits, name="fc2")(y)
 
 
 class EncoderBlock(nn.Module):
