@@ -67,14 +67,12 @@ class CacheMisses:
     """
 
     def __enter__(self) -> "CacheMisses":
-        _listen()
-        self._start = dict(_events)
+        self._start = compiles_so_far()
         self._t0 = time.monotonic()
         return self
 
     def __exit__(self, *exc) -> None:
         seconds = time.monotonic() - self._t0
-        requests = _events[_CACHE_REQUESTS] - self._start[_CACHE_REQUESTS]
-        self.count = requests - (_events[_CACHE_HITS] - self._start[_CACHE_HITS])
+        self.count = compiles_so_far() - self._start
         cacheable = seconds >= jax.config.jax_persistent_cache_min_compile_time_secs
         self.fresh_seconds = seconds if self.count and cacheable else 0.0

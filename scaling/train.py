@@ -51,16 +51,21 @@ class Accounting:
         self.previous = read_json(path)["segments"] if path.exists() else []
         self.seconds = {k: 0.0 for k in self.PARTS}
         self.t0 = time.monotonic() - seconds_before
-        self.late_compiles = 0  # XLA compiles after the steps were loaded (should stay 0)
+        # runtime.compiles_so_far() once the steps are loaded: later compiles
+        # are recorded as ``late_compiles`` (they slow XLA:CPU; should stay 0).
+        self.compiles_at_load: int | None = None
 
     def add(self, part: str, seconds: float) -> None:
         self.seconds[part] += seconds
 
     def segment(self) -> dict:
+        from scaling import runtime
+
         wall = time.monotonic() - self.t0
+        late = 0 if self.compiles_at_load is None else runtime.compiles_so_far() - self.compiles_at_load
         known = sum(self.seconds[k] for k in ("compile", "train", "eval"))
         return {**self.seconds, "other": max(wall - known, 0.0), "wall": wall, "devices": self.device_count,
-                "late_compiles": self.late_compiles}
+                "late_compiles": late}
 
     def totals(self) -> dict:
         segs = self.previous + [self.segment()]
@@ -210,30 +215,33 @@ def _run(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True,
     abstract = jax.eval_shape(parts.init_state, init_key)
     abstract = jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep), abstract)
     idx_spec = jax.ShapeDtypeStruct((cfg.batch_size,), np.int32, sharding=shard)
+    fresh = 0.0  # seconds spent compiling programs the cache did not have (it will next time)
+
+    def compile_(lowered):
+        nonlocal fresh
+        with runtime.CacheMisses() as misses:  # per program: tiny ones miss in every process
+            compiled = lowered.compile()
+        fresh += misses.fresh_seconds
+        return compiled
+
+    init_state = None if start else compile_(parts.init_state.lower(init_key))
+    train_step = compile_(parts.train_step.lower(abstract, images, labels, idx_spec, step_key, lr_args))
     eval_fns: dict = {}
-    fresh = 0.0  # seconds this process spent compiling what the cache did not have
-    with runtime.CacheMisses() as misses:
-        init_state = None if start else parts.init_state.lower(init_key).compile()
-        train_step = parts.train_step.lower(abstract, images, labels, idx_spec, step_key, lr_args).compile()
-    fresh += misses.fresh_seconds
     for split in ("val", "test"):
         x, y = getattr(data, f"{split}_images"), getattr(data, f"{split}_labels")
         eb = eval_batch(len(x))
-        if eb in eval_fns:
-            continue
-        specs = (jax.ShapeDtypeStruct((eb,) + x.shape[1:], x.dtype, sharding=shard),
-                 jax.ShapeDtypeStruct((eb,), y.dtype, sharding=shard),
-                 jax.ShapeDtypeStruct((eb,), np.float32, sharding=shard))
-        with runtime.CacheMisses() as misses:
-            eval_fns[eb] = parts.eval_step.lower(abstract["params"], *specs).compile()
-        fresh += misses.fresh_seconds
+        if eb not in eval_fns:
+            specs = (jax.ShapeDtypeStruct((eb,) + x.shape[1:], x.dtype, sharding=shard),
+                     jax.ShapeDtypeStruct((eb,), y.dtype, sharding=shard),
+                     jax.ShapeDtypeStruct((eb,), np.float32, sharding=shard))
+            eval_fns[eb] = compile_(parts.eval_step.lower(abstract["params"], *specs))
     acct.add("compile", time.monotonic() - t)
     if (restart_after_compile is not None and fresh and fresh >= restart_after_compile
             and handed_over is None and jax.default_backend() == "cpu"):
         acct.flush()
         ckpt.close()
         raise RestartAfterCompile
-    compiles_before = runtime.compiles_so_far()
+    acct.compiles_at_load = runtime.compiles_so_far()
     flops_xla = compute.xla_flops(train_step)
     flops_per_example = compute.train_flops_per_example(spec, image_size, data.num_classes)
 
@@ -318,7 +326,6 @@ def _run(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True,
             if ckpt_due:
                 ckpt.save(step, state)
                 last_ckpt_time = time.monotonic()
-            acct.late_compiles = runtime.compiles_so_far() - compiles_before
             acct.flush()
             t_train = time.monotonic()
         else:
@@ -341,7 +348,6 @@ def _run(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True,
     else:
         val_loss = val_acc = test_loss = test_acc = float("nan")
     final = _last_train_loss(metrics_path)
-    acct.late_compiles = runtime.compiles_so_far() - compiles_before
     totals = acct.flush()
     train_hours = totals["accelerator_hours_breakdown"]["train"]
     examples_seen = total_steps * cfg.batch_size
