@@ -7,6 +7,7 @@ their steps here, so what is benchmarked is exactly what is trained.
 from __future__ import annotations
 
 import dataclasses
+import platform
 
 import jax
 import jax.numpy as jnp
@@ -53,6 +54,7 @@ def build(cfg: TrainConfig, num_classes: int, image_size: int, mean, std) -> Par
     replicated = NamedSharding(mesh, P())
     batch_sharded = NamedSharding(mesh, P("data"))
     ema_decay = cfg.ema_decay or 0.0
+    options = compiler_options(spec)
 
     def init_state(key):
         x = jnp.zeros((1, image_size, image_size, 3), dtype)
@@ -101,12 +103,21 @@ def build(cfg: TrainConfig, num_classes: int, image_size: int, mean, std) -> Par
         return jnp.sum(loss * mask), jnp.sum(correct * mask)
 
     return Parts(
-        train_step=jax.jit(train_step, donate_argnums=(0,), out_shardings=(replicated, replicated)),
-        eval_step=jax.jit(eval_step, out_shardings=replicated),
+        train_step=jax.jit(train_step, donate_argnums=(0,), out_shardings=(replicated, replicated),
+                           compiler_options=options),
+        eval_step=jax.jit(eval_step, out_shardings=replicated, compiler_options=options),
         init_state=jax.jit(init_state, out_shardings=replicated),
         replicated=replicated,
         batch_sharded=batch_sharded,
     )
+
+
+def compiler_options(spec: registry.ModelSpec) -> dict | None:
+    """The XLA options ``spec``'s steps compile with here: its CPU options on
+    an x86-64 CPU (they name libraries jaxlib bundles there), else none."""
+    if spec.cpu_compiler_options and jax.default_backend() == "cpu" and platform.machine() in ("x86_64", "AMD64"):
+        return dict(spec.cpu_compiler_options)
+    return None
 
 
 def count_params(params) -> int:

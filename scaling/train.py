@@ -215,17 +215,16 @@ def _run(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True,
     abstract = jax.eval_shape(parts.init_state, init_key)
     abstract = jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep), abstract)
     idx_spec = jax.ShapeDtypeStruct((cfg.batch_size,), np.int32, sharding=shard)
-    fresh = 0.0  # seconds spent compiling programs the cache did not have (it will next time)
+    fresh = {}  # program -> seconds spent compiling it here, now in the cache for next time
 
-    def compile_(lowered):
-        nonlocal fresh
+    def compile_(name, lowered):
         with runtime.CacheMisses() as misses:  # per program: tiny ones miss in every process
             compiled = lowered.compile()
-        fresh += misses.fresh_seconds
+        fresh[name] = misses.fresh_seconds
         return compiled
 
-    init_state = None if start else compile_(parts.init_state.lower(init_key))
-    train_step = compile_(parts.train_step.lower(abstract, images, labels, idx_spec, step_key, lr_args))
+    init_state = None if start else compile_("init", parts.init_state.lower(init_key))
+    train_step = compile_("train", parts.train_step.lower(abstract, images, labels, idx_spec, step_key, lr_args))
     eval_fns: dict = {}
     for split in ("val", "test"):
         x, y = getattr(data, f"{split}_images"), getattr(data, f"{split}_labels")
@@ -234,9 +233,12 @@ def _run(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True,
             specs = (jax.ShapeDtypeStruct((eb,) + x.shape[1:], x.dtype, sharding=shard),
                      jax.ShapeDtypeStruct((eb,), y.dtype, sharding=shard),
                      jax.ShapeDtypeStruct((eb,), np.float32, sharding=shard))
-            eval_fns[eb] = compile_(parts.eval_step.lower(abstract["params"], *specs))
+            eval_fns[eb] = compile_(f"eval{eb}", parts.eval_step.lower(abstract["params"], *specs))
     acct.add("compile", time.monotonic() - t)
-    if (restart_after_compile is not None and fresh and fresh >= restart_after_compile
+    # Restart only when the train step itself will load from the cache there
+    # (a program the cache cannot store, e.g. the ViT's oneDNN step on a CPU,
+    # would only compile again).
+    if (restart_after_compile is not None and fresh["train"] and sum(fresh.values()) >= restart_after_compile
             and handed_over is None and jax.default_backend() == "cpu"):
         acct.flush()
         ckpt.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import flax.linen as nn
 import jax
@@ -22,6 +23,7 @@ from scaling.models.vit import (
     LayerNorm,
     VisionTransformer,
     cost_analysis_twin,
+    heads_major_attention,
     posemb_sincos_2d,
     resolve_attention_impl,
     scan_params_from_unrolled,
@@ -273,7 +275,8 @@ def test_attention_impl_auto_takes_cudnn_only_where_it_applies():
     assert resolve_attention_impl("auto", jnp.bfloat16, 64, backend="gpu") == "cudnn"
     assert resolve_attention_impl("auto", jnp.float16, 128, backend="cuda") == "cudnn"
     assert resolve_attention_impl("auto", jnp.float32, 64, backend="gpu") is None
-    assert resolve_attention_impl("auto", jnp.bfloat16, 64, backend="cpu") is None
+    assert resolve_attention_impl("auto", jnp.bfloat16, 64, backend="cpu") == "heads_major"
+    assert resolve_attention_impl("auto", jnp.bfloat16, 64, backend="tpu") is None
     assert resolve_attention_impl("auto", jnp.bfloat16, 36, backend="gpu") is None
     assert resolve_attention_impl("auto", jnp.bfloat16, 256, backend="gpu") is None
     assert resolve_attention_impl("xla", jnp.bfloat16, 64, backend="gpu") == "xla"
@@ -299,7 +302,69 @@ def test_layernorm_equals_flax(dtype):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=10 * tol, rtol=10 * tol)
 
 
-@pytest.mark.parametrize("d_in,d_out", [(24, 56), (56, 24)])  # both weight-gradient branches
+@pytest.mark.parametrize("dtype,tol", [(jnp.float32, 1e-5), (jnp.bfloat16, 3e-2)])
+def test_heads_major_attention_equals_dot_product_attention(dtype, tol):
+    q, k, v = (jax.random.normal(jax.random.PRNGKey(i), (3, 9, 4, 16)).astype(dtype) for i in range(3))
+    y, y_ref = heads_major_attention(q, k, v), jax.nn.dot_product_attention(q, k, v)
+    assert y.shape == y_ref.shape and y.dtype == y_ref.dtype == dtype
+    np.testing.assert_allclose(np.asarray(y, np.float32), np.asarray(y_ref, np.float32), atol=tol, rtol=tol)
+
+    def grads(f):
+        return jax.grad(lambda *a: jnp.sum(jnp.sin(f(*a).astype(jnp.float32))), argnums=(0, 1, 2))(q, k, v)
+
+    for a, b in zip(grads(heads_major_attention), grads(jax.nn.dot_product_attention)):
+        np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), atol=tol, rtol=tol)
+
+
+# Compiles the train and eval steps of every ViT code path with the family's
+# CPU compiler options, in a child process: an XLA:CPU library that fails to
+# compile a partition aborts the process (oneDNN's "DOT" fusion did so on
+# jaxlib 0.10.2), which must fail this test, not kill the test run.
+_COMPILE_EVERY_PATH = """
+import sys, jax, jax.numpy as jnp, numpy as np
+from scaling import steps
+from scaling.config import TrainConfig, resolve
+from scaling.models import registry
+cases = {
+    "defaults": {},
+    "original": dict(model_kwargs=dict(pool="cls", posemb="learn", rep_size=32, dropout=0.1),
+                     mixup_alpha=0.2, label_smoothing=0.1, ema_decay=0.999),
+    "scan-bf16": dict(model_kwargs=dict(scan=True), compute_dtype="bfloat16"),
+}
+options = steps.compiler_options(registry.get("vit-c0/4"))
+print("options", bool(options), flush=True)
+for name, kw in cases.items():
+    cfg = resolve(TrainConfig(model="vit-c0/4", batch_size=8, **kw))
+    parts = steps.build(cfg, 10, 32, np.zeros(3, np.float32), np.ones(3, np.float32))
+    key = jax.random.key(0)
+    state = jax.eval_shape(parts.init_state, key)
+    images = jax.ShapeDtypeStruct((16, 32, 32, 3), np.uint8)
+    labels = jax.ShapeDtypeStruct((16,), np.int32)
+    idx = jax.ShapeDtypeStruct((8,), np.int32)
+    from scaling import optim
+    train = parts.train_step.lower(state, images, labels, idx, key, optim.schedule_args(cfg, 100)).compile()
+    mask = jax.ShapeDtypeStruct((16,), np.float32)
+    evals = parts.eval_step.lower(state["params"], images, labels, mask).compile()
+    libs = sorted({lib for lib in ("onednn", "ynn") if lib + "_fusion" in train.as_text()})
+    print("compiled", name, ",".join(libs), flush=True)
+"""
+
+
+def test_cpu_compiler_options_compile_every_vit_code_path():
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", _COMPILE_EVERY_PATH], capture_output=True, text=True,
+                       timeout=600, env={**os.environ, "SCALING_JAX_CACHE": "off"})
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    lines = r.stdout.splitlines()
+    compiled = [line.split() for line in lines if line.startswith("compiled ")]
+    assert [c[1] for c in compiled] == ["defaults", "original", "scan-bf16"]
+    if lines[0] == "options True":  # x86-64: the GEMMs really went to oneDNN, reductions to YNNPACK
+        assert all(c[2:] == ["onednn,ynn"] for c in compiled), compiled
+
+
+@pytest.mark.parametrize("d_in,d_out", [(24, 56), (56, 24)])
 def test_dense_equals_flax_dense_values_and_gradients(d_in, d_out):
     x = jax.random.normal(jax.random.PRNGKey(0), (3, 5, d_in))
     init = nn.initializers.xavier_uniform()

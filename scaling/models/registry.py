@@ -12,12 +12,14 @@ at import time for each of its variants. ``ModelSpec`` is the whole contract:
   unless the family gives an exact ``train_flops`` of its own.
 - ``recipe(batch_size)`` returns the family's default training settings
   (``TrainConfig`` field names), e.g. optimizer, learning rate, weight decay.
+- ``cpu_compiler_options``: XLA options for the family's train and eval
+  steps on a CPU (``jax.jit(compiler_options=...)``); None: XLA's defaults.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from scaling.errors import UserError
 
@@ -36,6 +38,7 @@ class ModelSpec:
     ladder_rank: int | None = None
     # Optional exact training (forward + backward) FLOPs per example; None: 3 x forward.
     train_flops: Callable[[int, int], int] | None = None
+    cpu_compiler_options: Mapping[str, Any] | None = None
 
 
 _REGISTRY: dict[str, ModelSpec] = {}

@@ -7,8 +7,9 @@ Beyer et al. 2022, "Better plain ViT baselines"):
 - fixed 2-D sin-cos position embedding (MoCo v3: width split into sin/cos of
   x and y, temperature 1e4; needs width % 4 == 0);
 - pre-LN blocks (LayerNorm eps 1e-6, Flax's default), multi-head self-attention
-  through ``jax.nn.dot_product_attention`` and a GELU MLP (Flax's tanh
-  approximation, as big_vision), final LayerNorm ``encoder_norm``;
+  (``jax.nn.dot_product_attention``'s maths; see ``attention_impl``) and a
+  GELU MLP (Flax's tanh approximation, as big_vision), final LayerNorm
+  ``encoder_norm``;
 - global average pooling of the tokens, no pre-logits layer (``rep_size``
   adds big_vision's tanh pre-logits Dense), classifier ``head`` with a
   zero-initialised kernel;
@@ -26,13 +27,17 @@ Only weight matrices and conv kernels are named ``kernel`` (the shared
 weight-decay mask); ``pos_embedding``, ``cls``, LayerNorm ``scale``/``bias``
 are not. Dense layers in the blocks are ``Dense`` (``nn.Dense``'s maths and
 parameters, a backward pass arranged for XLA:CPU's GEMMs). q, k and v are
-one fused Dense ``qkv`` (faster on CPU) whose three
-(width x width) blocks are each Xavier-initialised like big_vision's separate
-projections. Parameters are float32; ``dtype`` is the activation dtype
-(e.g. bfloat16 on GPU); logits are returned as float32. ``attention_impl``
-picks ``jax.nn.dot_product_attention``'s implementation: None (XLA's
-einsum-softmax-einsum) or "cudnn" (fused flash attention on NVIDIA GPUs,
-bf16/fp16 activations only). The default "auto" takes cuDNN where it applies
+one fused Dense ``qkv`` (faster on CPU) whose three (width x width) blocks
+are each Xavier-initialised like big_vision's separate projections.
+Parameters are float32; ``dtype`` is the activation dtype (e.g. bfloat16 on
+GPU); logits are returned as float32. On a CPU the train and eval steps
+compile with ``CPU_COMPILER_OPTIONS`` (GEMMs through oneDNN).
+
+``attention_impl`` picks the attention: a ``jax.nn.dot_product_attention``
+implementation, None (XLA's einsum-softmax-einsum) or "cudnn" (fused flash
+attention on NVIDIA GPUs, bf16/fp16 activations only), or "heads_major"
+(the same maths written here, faster on XLA:CPU: ``heads_major_attention``).
+The default "auto" takes "heads_major" on a CPU and cuDNN where it applies
 (``resolve_attention_impl``): on an H100, ViT-B/16 at 224 px, batch 256,
 bf16, the train step went from 96.5 ms (XLA, 28.1% MFU) to 75.6 ms (cuDNN,
 35.9% MFU); ``experiments/bench_gpu.py``.
@@ -92,7 +97,7 @@ def _qkv_init(key, shape, dtype=jnp.float32):
 
 @jax.custom_vjp
 def _matmul(x, kernel):
-    """``x @ kernel`` with a backward pass laid out for XLA:CPU's GEMMs (see ``Dense``)."""
+    """``x @ kernel`` whose weight gradient is one 2-D GEMM (see ``Dense``)."""
     return jnp.dot(x, kernel)
 
 
@@ -103,15 +108,9 @@ def _matmul_fwd(x, kernel):
 def _matmul_bwd(res, dy):
     x, kernel = res
     d_in, d_out = kernel.shape
-    # Input gradient dy @ kernel^T against a transposed copy of the kernel (the
-    # barrier keeps XLA from folding the transpose back into the dot), so the
-    # GEMM reads both operands row-major.
-    kernel_t = jax.lax.optimization_barrier(kernel.T)
-    dx = jnp.dot(dy, kernel_t)
-    # Weight gradient x^T @ dy contracts over tokens, which XLA:CPU's GEMM only
-    # takes after an explicit transpose of one operand: transpose the narrower.
-    x2, dy2 = x.reshape(-1, d_in), dy.reshape(-1, d_out)
-    dk = jnp.dot(x2.T, dy2) if d_in <= d_out else jnp.dot(dy2.T, x2).T
+    dx = jnp.dot(dy, kernel.T)
+    # Tokens of every image on one axis: a single contracting dimension.
+    dk = jnp.dot(x.reshape(-1, d_in).T, dy.reshape(-1, d_out))
     return dx, dk
 
 
@@ -122,13 +121,13 @@ class Dense(nn.Module):
     """``nn.Dense``'s maths, parameters and initialisation, with a backward pass
     arranged for XLA:CPU.
 
-    Autodiff writes the input gradient of ``x @ W`` as ``dy @ W^T``, a GEMM
-    with a transposed right operand, which YNNPACK (XLA:CPU's GEMM library)
-    runs at half speed when the output is narrow: ViT-S/8 64 px batch 64,
-    [4160, 1536] x [384, 1536]^T ran at 150 GFLOP/s against 284 GFLOP/s for the
-    same sizes untransposed. Here the kernel is transposed first (weight-sized,
-    ~1% of the GEMM's traffic) and the GEMM runs untransposed; the whole
-    ViT-S/8 train step went from ~2940 to ~2540 ms. CPU only.
+    Autodiff of ``nn.Dense`` on (batch, tokens, width) activations writes the
+    weight gradient as a contraction over two axes, and XLA:CPU answers with a
+    transposed copy of the output gradient before the GEMM (25.6 MB for each
+    ViT-S/8 fc1 at batch 64). Here it is one 2-D GEMM over flattened tokens,
+    which oneDNN (``CPU_COMPILER_OPTIONS``) takes transposed as it is: the
+    ViT-S/8 train step ran 2371 ms with ``nn.Dense`` against 2175 ms with
+    this. CPU only.
     """
 
     features: int
@@ -140,22 +139,23 @@ class Dense(nn.Module):
     def __call__(self, x):
         kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features))
         bias = self.param("bias", self.bias_init, (self.features,))
-        # Other backends keep autodiff's backward (GPU GEMMs take transposed
-        # operands at full speed; the GPU numbers in the README were measured so).
+        # Other backends keep autodiff's backward (GPU GEMMs take any layout at
+        # full speed; the GPU numbers in the README were measured so).
         matmul = _matmul if jax.default_backend() == "cpu" else jnp.dot
         y = matmul(x.astype(self.dtype), kernel.astype(self.dtype))
         return y + bias.astype(self.dtype)
 
 
-ATTENTION_IMPLS = (None, "auto", "xla", "cudnn")
+ATTENTION_IMPLS = (None, "auto", "xla", "cudnn", "heads_major")
 
 
 def resolve_attention_impl(impl: str | None, dtype, head_dim: int, backend: str | None = None) -> str | None:
-    """The ``jax.nn.dot_product_attention`` implementation that ``impl`` means here.
+    """The attention implementation that ``impl`` means here: a
+    ``jax.nn.dot_product_attention`` implementation, or "heads_major".
 
     "auto": cuDNN's fused attention on an NVIDIA GPU when the activations are
     bf16/fp16 and the head dimension is one cuDNN takes (a multiple of 8, at
-    most 128); otherwise None (XLA), which runs everywhere.
+    most 128); "heads_major" on a CPU; otherwise None (XLA), which runs everywhere.
     """
     if impl not in ATTENTION_IMPLS:
         raise ValueError(f"unknown attention_impl {impl!r}; choose from {ATTENTION_IMPLS}")
@@ -165,7 +165,25 @@ def resolve_attention_impl(impl: str | None, dtype, head_dim: int, backend: str 
     half = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
     if backend in ("gpu", "cuda") and half and head_dim % 8 == 0 and head_dim <= 128:
         return "cudnn"
+    if backend == "cpu":
+        return "heads_major"
     return None
+
+
+def heads_major_attention(q, k, v):
+    """softmax(q k^T / sqrt(head_dim)) v on (batch, tokens, heads, head_dim)
+    arrays, computed with heads before tokens.
+
+    ``jax.nn.dot_product_attention``'s maths. Its XLA form keeps tokens before
+    heads, and XLA:CPU then transposes around every batched matmul of the
+    backward pass; here q, k and v are transposed once. One ViT-S/8 attention
+    layer (batch 64, 65 tokens, 6 heads), forward and backward on the 2-core
+    CPU: 22.0 ms against 14.4 ms.
+    """
+    q, k, v = (a.transpose(0, 2, 1, 3) for a in (q, k, v))
+    logits = jnp.einsum("bnth,bnsh->bnts", q * (q.shape[-1] ** -0.5), k)
+    weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
+    return jnp.einsum("bnts,bnsh->bnth", weights, v).transpose(0, 2, 1, 3)
 
 
 class LayerNorm(nn.Module):
@@ -205,7 +223,10 @@ class SelfAttention(nn.Module):
         qkv = Dense(3 * d, kernel_init=_qkv_init, dtype=self.dtype, name="qkv")(x)
         q, k, v = jnp.split(qkv.reshape(b, t, 3 * self.num_heads, hd), 3, axis=2)
         impl = resolve_attention_impl(self.attention_impl, self.dtype, hd)
-        y = jax.nn.dot_product_attention(q, k, v, implementation=impl)
+        if impl == "heads_major":
+            y = heads_major_attention(q, k, v)
+        else:
+            y = jax.nn.dot_product_attention(q, k, v, implementation=impl)
         return Dense(d, kernel_init=_xavier, dtype=self.dtype, name="out")(y.reshape(b, t, d))
 
 
@@ -430,6 +451,28 @@ def vit_recipe(batch_size: int, *, base_lr: float, base_batch: int, warmup_fract
     )
 
 
+# XLA:CPU options for the ViT's train and eval steps (``ModelSpec.cpu_compiler_options``).
+# - GEMMs through oneDNN, which jaxlib bundles for x86-64: at ViT-S/8 shapes
+#   (4160 tokens x 384-1536) its fp32 GEMMs ran 390-405 GFLOP/s (320 for
+#   the weight gradients, which contract over tokens) on the 2-core CPU,
+#   against 350-385 (285) for YNNPACK and Eigen, XLA's defaults.
+# - One dot per oneDNN call ("INDIVIDUAL_DOT"): with "DOT", oneDNN also takes
+#   elementwise producers of a dot's operand (e.g. ``(x * c) @ w``), and on
+#   jaxlib 0.10.2 such partitions failed to compile and killed the process
+#   (``tests/test_vit.py`` compiles every ViT code path in a child process).
+# - YNNPACK keeps the reductions (LayerNorm, softmax) and the patch-embedding
+#   convolution; without it XLA's own loops ran them slower.
+# ViT-S/8 64 px batch 64 step, interleaved A/B: 2324 ms (defaults) -> 2202 ms.
+# oneDNN executables cannot be stored in the persistent compilation cache, so
+# these programs compile in every process (``scaling.runtime.CacheMisses``).
+_LIB = "LIBRARY_FUSION_TYPE_"
+CPU_COMPILER_OPTIONS = {
+    "xla_cpu_use_onednn": True,
+    "xla_cpu_experimental_onednn_fusion_type": _LIB + "INDIVIDUAL_DOT",
+    "xla_cpu_experimental_ynn_fusion_type": f"{_LIB}REDUCE,{_LIB}INDIVIDUAL_CONVOLUTION",
+}
+
+
 def _register(name: str, shape: tuple[int, int, int, int], patch: int, image_size: int,
               ladder_rank: int | None, recipe) -> None:
     width, depth, mlp, heads = shape
@@ -446,7 +489,7 @@ def _register(name: str, shape: tuple[int, int, int, int], patch: int, image_siz
 
     register(ModelSpec(
         name=name, family="vit", build=build, forward_flops=flops, recipe=recipe,
-        default_image_size=image_size, ladder_rank=ladder_rank,
+        default_image_size=image_size, ladder_rank=ladder_rank, cpu_compiler_options=CPU_COMPILER_OPTIONS,
         description=f"ViT width {width}, depth {depth}, MLP {mlp}, {heads} heads, patch {patch}",
     ))
 
