@@ -28,9 +28,9 @@ import numpy as np
 import optax
 
 from scaling import allocator, config, optim, runtime
-from scaling.steps import compiler_options
 from scaling.bench import ChildStep, interleaved_medians, restart_if_compiled, serve_steps
 from scaling.models import registry
+from scaling.steps import compiler_options
 
 IMAGE, PATCH, CLASSES = 64, 8, 1000
 

@@ -12,6 +12,8 @@ import jax
 from scaling.paths import cache_dir
 
 _done = False
+# JAX's warning when the persistent cache cannot store a compiled program.
+_UNWRITTEN = "Error writing persistent compilation cache entry"
 
 
 def setup() -> None:
@@ -35,10 +37,6 @@ def setup() -> None:
     # by the ViT's CPU programs): JAX warns on each such compile. Expected
     # here, and ``CacheMisses`` reports it as ``unwritten``.
     warnings.filterwarnings("ignore", message=_UNWRITTEN)
-
-
-# JAX's warning when the persistent cache cannot store a compiled program.
-_UNWRITTEN = "Error writing persistent compilation cache entry"
 
 
 _CACHE_REQUESTS = "/jax/compilation_cache/compile_requests_use_cache"

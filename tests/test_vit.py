@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import os
+import subprocess
+import sys
 
 import flax.linen as nn
 import jax
@@ -321,8 +323,9 @@ def test_heads_major_attention_equals_dot_product_attention(dtype, tol):
 # compile a partition aborts the process (oneDNN's "DOT" fusion did so on
 # jaxlib 0.10.2), which must fail this test, not kill the test run.
 _COMPILE_EVERY_PATH = """
-import sys, jax, jax.numpy as jnp, numpy as np
-from scaling import steps
+import jax
+import numpy as np
+from scaling import optim, steps
 from scaling.config import TrainConfig, resolve
 from scaling.models import registry
 cases = {
@@ -341,19 +344,15 @@ for name, kw in cases.items():
     images = jax.ShapeDtypeStruct((16, 32, 32, 3), np.uint8)
     labels = jax.ShapeDtypeStruct((16,), np.int32)
     idx = jax.ShapeDtypeStruct((8,), np.int32)
-    from scaling import optim
     train = parts.train_step.lower(state, images, labels, idx, key, optim.schedule_args(cfg, 100)).compile()
     mask = jax.ShapeDtypeStruct((16,), np.float32)
-    evals = parts.eval_step.lower(state["params"], images, labels, mask).compile()
+    parts.eval_step.lower(state["params"], images, labels, mask).compile()
     libs = sorted({lib for lib in ("onednn", "ynn") if lib + "_fusion" in train.as_text()})
     print("compiled", name, ",".join(libs), flush=True)
 """
 
 
 def test_cpu_compiler_options_compile_every_vit_code_path():
-    import subprocess
-    import sys
-
     r = subprocess.run([sys.executable, "-c", _COMPILE_EVERY_PATH], capture_output=True, text=True,
                        timeout=600, env={**os.environ, "SCALING_JAX_CACHE": "off"})
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
