@@ -40,6 +40,15 @@ class TrainConfig:
     # "decoupled": AdamW-style, scaled by the learning rate (Optax convention).
     weight_decay_mode: str | None = None
     warmup_fraction: float | None = None  # linear warmup from 0, then cosine to 0
+    # Schedule (scaling.optim): "cosine" | "wsd" (warmup, constant, then a cooldown to 0
+    # over the last cooldown_fraction of the run; shape "1-sqrt" | "linear") | "constant"
+    # (warmup then constant: a WSD stem, see scaling.branching).
+    schedule: str = "cosine"
+    cooldown_fraction: float = 0.2
+    cooldown_shape: str = "1-sqrt"
+    warmup_steps: int | None = None  # overrides warmup_fraction; a WSD stem and its branches share one
+    # A finished run's workdir (a WSD stem) whose last checkpoint this run starts from.
+    init_from: str | None = None
     label_smoothing: float | None = None
     agc_clip: float | None = None  # AGC lambda; 0 or None disables
     # AGC also clips the SkipInit gains (NF21 reference: yes, the default). A
@@ -64,6 +73,8 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "TrainConfig":
+        if not isinstance(d, dict):
+            raise UserError(f"a training config must be a JSON object, got {type(d).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:
@@ -89,17 +100,105 @@ FALLBACKS: dict[str, Any] = dict(
 )
 
 
+# Field rules: (check, what a valid value is). ``None`` is allowed wherever the
+# field's default is ``None`` (the recipe or data set fills it). One table, used
+# by every way a config arrives: flags, ``--config`` files, a study's
+# ``train_overrides``; checked before anything is written.
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _integer(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+_RULES: dict[str, tuple[Any, str]] = {
+    "model": (lambda x: isinstance(x, str) and x != "", "a model name"),
+    "dataset": (lambda x: isinstance(x, str) and x != "", "a data set name"),
+    "data_source": (lambda x: isinstance(x, str) and x.strip() != "", "a path, 'tfds' or 'synthetic'"),
+    "val_size": (lambda x: _integer(x) and x > 0, "a positive integer"),
+    "image_size": (lambda x: _integer(x) and 8 <= x <= 4096, "an integer between 8 and 4096"),
+    "epochs": (lambda x: _number(x) and x > 0, "a positive number"),
+    "steps": (lambda x: _integer(x) and x > 0, "a positive integer"),
+    "batch_size": (lambda x: _integer(x) and x > 0, "a positive integer"),
+    "seed": (lambda x: _integer(x) and 0 <= x < 2**32, "an integer in [0, 2^32)"),
+    "optimizer": (lambda x: x in ("sgd", "adamw"), "sgd or adamw"),
+    "lr": (lambda x: _number(x) and x > 0, "a positive number"),
+    "momentum": (lambda x: _number(x) and 0 <= x < 1, "a number in [0, 1)"),
+    "b1": (lambda x: _number(x) and 0 <= x < 1, "a number in [0, 1)"),
+    "b2": (lambda x: _number(x) and 0 <= x < 1, "a number in [0, 1)"),
+    "weight_decay": (lambda x: _number(x) and x >= 0, "a non-negative number"),
+    "weight_decay_mode": (lambda x: x in ("coupled", "decoupled"), "coupled or decoupled"),
+    "warmup_fraction": (lambda x: _number(x) and 0 <= x < 1, "a number in [0, 1)"),
+    "label_smoothing": (lambda x: _number(x) and 0 <= x < 1, "a number in [0, 1)"),
+    "agc_clip": (lambda x: _number(x) and x >= 0, "a non-negative number (0 disables)"),
+    "agc_skip_gains": (lambda x: isinstance(x, bool), "true or false"),
+    "grad_clip_norm": (lambda x: _number(x) and x >= 0, "a non-negative number (0 disables)"),
+    "mixup_alpha": (lambda x: _number(x) and x >= 0, "a non-negative number (0 disables)"),
+    "ema_decay": (lambda x: _number(x) and 0 <= x < 1, "a number in [0, 1) (0 disables)"),
+    "augment": (lambda x: isinstance(x, bool), "true or false"),
+    "compute_dtype": (lambda x: x in ("float32", "bfloat16"), "float32 or bfloat16"),
+    "model_kwargs": (lambda x: isinstance(x, dict), "a JSON object"),
+    "eval_every": (lambda x: _integer(x) and x >= 0, "a non-negative integer (0: automatic)"),
+    "checkpoint_every": (lambda x: _integer(x) and x >= 0, "a non-negative integer (0: every ~60 s)"),
+    "log_every": (lambda x: _integer(x) and x > 0, "a positive integer"),
+    "schedule": (lambda x: x in ("cosine", "wsd", "constant"), "cosine, wsd or constant"),
+    "cooldown_fraction": (lambda x: _number(x) and 0 < x <= 1, "a number in (0, 1]"),
+    "cooldown_shape": (lambda x: x in ("1-sqrt", "linear"), "1-sqrt or linear"),
+    "warmup_steps": (lambda x: _integer(x) and x >= 0, "a non-negative integer"),
+    "init_from": (lambda x: isinstance(x, str) and x.strip() != "", "a run directory"),
+}
+# A run longer than this many epochs is refused: it is a typo, not a study
+# (CIFAR-10 recipes run 10-200 epochs; ImageNet ones 90-1000).
+MAX_EPOCHS = 10_000
+
+
+def _flag(name: str) -> str:
+    return "--" + {"data_source": "data", "compute_dtype": "dtype"}.get(name, name).replace("_", "-")
+
+
+def check_fields(cfg: TrainConfig) -> TrainConfig:
+    """Every field against its rule (types, ranges, choices); a one-line UserError on the first bad one."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if value is None and f.default is None:
+            continue
+        rule = _RULES.get(f.name)
+        if rule is not None and not rule[0](value):
+            raise UserError(f"{_flag(f.name)} must be {rule[1]}, got {value!r}")
+    if cfg.epochs > MAX_EPOCHS:
+        raise UserError(f"--epochs {cfg.epochs:g} is more than {MAX_EPOCHS:,} epochs; a run that long is refused")
+    return cfg
+
+
+def check_length(cfg: TrainConfig, train_size: int, device_count: int) -> int:
+    """The run's step count, after checking it against the data: a batch no larger
+    than the training set, divisible by the devices, at least one full batch of
+    training and at most ``MAX_EPOCHS``."""
+    if cfg.batch_size > train_size:
+        raise UserError(f"--batch-size {cfg.batch_size} is larger than the training set ({train_size:,} examples)")
+    if cfg.batch_size % device_count:
+        raise UserError(f"--batch-size {cfg.batch_size} is not divisible by {device_count} devices")
+    if cfg.steps is not None:
+        total = cfg.steps
+    else:
+        wanted = cfg.epochs * train_size / cfg.batch_size
+        if wanted < 1:
+            raise UserError(f"--epochs {cfg.epochs:g} is less than one step of batch {cfg.batch_size} "
+                            f"({cfg.epochs * train_size:.3g} of {train_size:,} examples)")
+        total = math.ceil(wanted)
+    if total * cfg.batch_size > MAX_EPOCHS * train_size:
+        raise UserError(f"{total:,} steps of batch {cfg.batch_size} is more than {MAX_EPOCHS:,} epochs; "
+                        "a run that long is refused")
+    return total
+
+
 def resolve(cfg: TrainConfig) -> TrainConfig:
-    """Fill ``None`` fields from the model's recipe, then ``FALLBACKS``; validate."""
+    """Fill ``None`` fields from the model's recipe, then ``FALLBACKS``; validate every field."""
     from scaling.models import registry
 
+    check_fields(cfg)
     spec = registry.get(cfg.model)
-    if not (isinstance(cfg.epochs, (int, float)) and math.isfinite(cfg.epochs) and cfg.epochs > 0):
-        raise UserError(f"--epochs must be a positive number, got {cfg.epochs}")
-    if cfg.steps is not None and not (isinstance(cfg.steps, int) and cfg.steps > 0):
-        raise UserError(f"--steps must be a positive integer, got {cfg.steps}")
-    if not (isinstance(cfg.batch_size, int) and cfg.batch_size > 0):
-        raise UserError(f"--batch-size must be a positive integer, got {cfg.batch_size}")
     recipe = spec.recipe(cfg.batch_size)
     out = dataclasses.replace(cfg)
     for key, value in {**FALLBACKS, **recipe}.items():
@@ -107,22 +206,33 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
             raise ValueError(f"recipe of {spec.name} sets unknown field {key!r}")
         if getattr(out, key) is None:
             setattr(out, key, value)
-    if out.optimizer not in ("sgd", "adamw"):
-        raise UserError(f"unknown optimizer {out.optimizer!r}; choose sgd or adamw")
-    if out.weight_decay_mode not in ("coupled", "decoupled"):
-        raise UserError(f"unknown weight_decay_mode {out.weight_decay_mode!r}")
-    if out.compute_dtype not in ("float32", "bfloat16"):
-        raise UserError(f"unknown compute dtype {out.compute_dtype!r}")
-    if not (out.lr > 0 and math.isfinite(out.lr)):
-        raise UserError(f"--lr must be positive, got {out.lr}")
-    if not isinstance(out.model_kwargs, dict):
-        raise UserError(f"--model-kwargs must be a JSON object, got {out.model_kwargs!r}")
-    if out.model_kwargs:  # constructing the module (no parameters yet) checks names and values
-        try:
-            spec.build(num_classes=10, image_size=spec.default_image_size, **out.model_kwargs)
-        except (TypeError, ValueError) as e:
-            raise UserError(f"--model-kwargs do not fit {spec.name}: {e}") from None
+    check_fields(out)
+    if out.model_kwargs:
+        check_model_kwargs(spec, out)
+    if out.init_from is not None:  # a WSD branch or stem segment: its stem must fit it (before any write)
+        from scaling.branching import check_stem
+
+        check_stem(out)
     return out
+
+
+def check_model_kwargs(spec, cfg: TrainConfig) -> None:
+    """Trace the model's initialiser with the kwargs (shapes only, no compute):
+    names and values that do not fit the model fail here, not in the train step."""
+    import jax
+    import jax.numpy as jnp
+
+    size = cfg.image_size or spec.default_image_size
+    try:
+        module = spec.build(num_classes=10, image_size=size, **cfg.model_kwargs)
+        x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+        jax.eval_shape(lambda k, x: module.init({"params": k, "dropout": k}, x, train=True),
+                       jax.random.key(0), x)
+    except UserError as e:
+        raise UserError(f"--model-kwargs do not fit {spec.name}: {e}") from None
+    except (TypeError, ValueError, KeyError, AssertionError, IndexError, ZeroDivisionError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"--model-kwargs do not fit {spec.name}: {msg[:300]}") from None
 
 
 def dumps(cfg: TrainConfig) -> str:

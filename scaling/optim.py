@@ -11,6 +11,23 @@ schedule as a traced function of runtime arguments), so that the compiled
 train step does not depend on the peak learning rate or the run length and
 the persistent compilation cache serves every trial of a sweep that differs
 only in those.
+
+Schedules (``TrainConfig.schedule``), all one traced formula selected by
+runtime numbers, so one compiled step serves cosine trials, WSD stems and
+every cooldown branch:
+
+- ``cosine``: linear warmup from 0, cosine decay to 0 at the last step.
+- ``wsd`` (warmup-stable-decay, Hägele et al. 2024): linear warmup, constant
+  peak, then a decay to 0 over the last ``cooldown_fraction`` of the run, of
+  shape ``1-sqrt`` (lr = peak (1 - sqrt(p))) or ``linear`` (peak (1 - p)),
+  p the fraction of the cooldown done.
+- ``constant``: linear warmup, then the peak to the end: a WSD stem (the
+  WSD schedule before any cooldown; ``scaling.branching``).
+
+The warmup is ``warmup_steps`` when set, else ``warmup_fraction`` of the run.
+A WSD stem and its branches must share one warmup (the sweep sets
+``warmup_steps`` from the study's shortest epoch budget), or a branch would
+not be the run its stem began.
 """
 
 from __future__ import annotations
@@ -54,14 +71,36 @@ def agc_mask(params, skip_gains: bool = True):
     return jax.tree_util.tree_map_with_path(keep, params)
 
 
-def _warmup_steps(cfg: TrainConfig, total_steps: int) -> int:
-    warmup = int(round(cfg.warmup_fraction * total_steps))
+SCHEDULES = ("cosine", "wsd", "constant")
+COOLDOWN_SHAPES = ("1-sqrt", "linear")
+
+
+def warmup_steps(cfg: TrainConfig, total_steps: int) -> int:
+    """Warmup length in steps: ``warmup_steps`` if set, else ``warmup_fraction`` of
+    the run; always shorter than the run."""
+    if cfg.warmup_steps is not None:
+        warmup = cfg.warmup_steps
+    else:
+        warmup = int(round(cfg.warmup_fraction * total_steps))
     return min(max(warmup, 0), max(total_steps - 1, 0))
 
 
+def cooldown_start(cfg: TrainConfig, total_steps: int) -> int:
+    """The first step of a ``wsd`` run's cooldown: the last ``round(cooldown_fraction
+    x steps)`` steps (at least one) decay, never before the warmup has ended.
+    A ``constant`` run (a stem) has none: its cooldown would start at its end."""
+    if cfg.schedule == "constant":
+        return total_steps
+    cool = max(1, int(round(cfg.cooldown_fraction * total_steps)))
+    return max(total_steps - cool, warmup_steps(cfg, total_steps))
+
+
 def schedule(cfg: TrainConfig, total_steps: int) -> optax.Schedule:
-    """Linear warmup from 0 over ``warmup_fraction`` of the run, cosine decay to 0."""
-    warmup = _warmup_steps(cfg, total_steps)
+    """The run's schedule as an Optax schedule (cosine: Optax's own warmup-cosine)."""
+    if cfg.schedule != "cosine":
+        args = schedule_args(cfg, total_steps)
+        return lambda step: learning_rate(step, **args)
+    warmup = warmup_steps(cfg, total_steps)
     return optax.warmup_cosine_decay_schedule(
         init_value=0.0,
         peak_value=cfg.lr,
@@ -72,22 +111,27 @@ def schedule(cfg: TrainConfig, total_steps: int) -> optax.Schedule:
 
 
 def schedule_args(cfg: TrainConfig, total_steps: int) -> dict:
-    """Runtime arguments of ``learning_rate``: the same numbers ``schedule`` uses."""
-    warmup = _warmup_steps(cfg, total_steps)
+    """Runtime arguments of ``learning_rate``: the same keys for every schedule
+    (so the compiled step does not depend on which), the same numbers ``schedule`` uses."""
     return {
         "peak": np.float32(cfg.lr),
-        "warmup": np.float32(warmup),
+        "warmup": np.float32(warmup_steps(cfg, total_steps)),
         "total": np.float32(max(total_steps, 1)),
+        "wsd": np.float32(cfg.schedule != "cosine"),  # 1: warmup-stable-decay (or constant), 0: cosine
+        "decay_start": np.float32(cooldown_start(cfg, total_steps)),
+        "sqrt": np.float32(cfg.cooldown_shape == "1-sqrt"),  # 1: (1 - sqrt) cooldown, 0: linear
     }
 
 
-def learning_rate(step, peak, warmup, total):
+def learning_rate(step, peak, warmup, total, wsd, decay_start, sqrt):
     """``schedule`` as a jittable function of traced arguments (same values)."""
     step = jnp.asarray(step, jnp.float32)
     warm = peak * step / jnp.maximum(warmup, 1.0)
     frac = jnp.clip((step - warmup) / jnp.maximum(total - warmup, 1.0), 0.0, 1.0)
     cosine = peak * 0.5 * (1.0 + jnp.cos(jnp.pi * frac))
-    return jnp.where(step < warmup, warm, cosine)
+    done = jnp.clip((step - decay_start) / jnp.maximum(total - decay_start, 1.0), 0.0, 1.0)
+    stable_decay = peak * jnp.where(sqrt > 0.5, 1.0 - jnp.sqrt(done), 1.0 - done)
+    return jnp.where(step < warmup, warm, jnp.where(wsd > 0.5, stable_decay, cosine))
 
 
 def build(cfg: TrainConfig, total_steps: int) -> optax.GradientTransformation:

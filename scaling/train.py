@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from scaling import __version__
-from scaling.config import TrainConfig, resolve
-from scaling.errors import UserError, cli_main
+from scaling.config import TrainConfig, check_fields, check_length, resolve
+from scaling.errors import OneLineParser, UserError, cli_main
 from scaling.paths import atomic_write_bytes, atomic_write_json, read_json
 
 RESULT_SCHEMA = 1
@@ -85,6 +85,11 @@ class Accounting:
 
 
 def _check_workdir(workdir: Path) -> None:
+    """Create the run directory (inputs are validated by now) or say why it cannot be one."""
+    if workdir.exists() and not workdir.is_dir():
+        raise UserError(f"workdir {workdir} is a file, not a directory")
+    if (workdir / "study.json").exists():
+        raise UserError(f"workdir {workdir} holds a sweep study; use a new --workdir for a single run")
     try:
         workdir.mkdir(parents=True, exist_ok=True)
         probe = workdir / ".write-test"
@@ -134,57 +139,88 @@ def run(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True,
         restart_after_compile: float | None = None) -> dict:
     """Train (or resume) ``cfg`` in ``workdir``; return the contents of ``result.json``.
 
-    A crash that is not the user's mistake (out of memory, a bug) is recorded
-    as ``status: failed`` with the error, so a sweep sees it and moves on.
-    ``restart_after_compile`` (CLIs only): raise ``RestartAfterCompile`` when,
-    on a CPU, this process compiled the steps itself (persistent-cache miss)
-    for at least that many seconds; None: never.
+    Every input is validated (config, data, run length, workdir) before the
+    workdir is claimed, so a mistake leaves the filesystem as it was. A crash
+    that is not the user's mistake (out of memory, a bug) is recorded as
+    ``status: failed`` with the error, so a sweep sees it and moves on; the
+    same command then retries it from its last checkpoint, the failed
+    attempt's time charged once. ``restart_after_compile`` (CLIs only): raise
+    ``RestartAfterCompile`` when, on a CPU, this process compiled the steps
+    itself (persistent-cache miss) for at least that many seconds; None: never.
     """
-    try:
-        return _run(cfg, workdir, progress=progress, restart_after_compile=restart_after_compile)
-    except (UserError, KeyboardInterrupt, RestartAfterCompile):
-        raise
-    except Exception as e:
-        path = Path(workdir)
-        if (path / "config.json").exists() and not (path / "result.json").exists():
-            atomic_write_json(path / "result.json", dict(
-                schema=RESULT_SCHEMA, version=__version__, status="failed", model=cfg.model,
-                error=f"{type(e).__name__}: {e}"[:2000], config=cfg.to_json(),
-            ))
-        raise
-
-
-def _run(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True,
-         restart_after_compile: float | None = None) -> dict:
-    from scaling import allocator, runtime
+    from scaling import runtime
 
     runtime.setup()
-    import jax
-
-    from scaling import compute, optim, steps
-    from scaling.checkpoint import Checkpointer
+    from scaling import compute
     from scaling.data import load
-    from scaling.data.pipeline import ExampleStream
-    from scaling.models import registry
 
+    if not str(workdir).strip():
+        raise UserError("--workdir must be a directory path, got ''")
     cfg = resolve(cfg)
     workdir = Path(workdir)
+    devices = compute.device_info()
+    data = load(cfg.dataset, cfg.data_source, cfg.val_size)
+    total_steps = check_length(cfg, data.train_size, devices["device_count"])
     _check_workdir(workdir)
     _claim_config(workdir, cfg)
-    if (workdir / "result.json").exists():
-        return read_json(workdir / "result.json")
+    previous = _previous_result(workdir)
+    if previous is not None:
+        return previous
+    # WSD hook (scaling.branching): a run with init_from starts from its stem's checkpoint; stems'
+    # and branches' records get their stem and study-spend fields.
+    from scaling import branching
 
-    devices = compute.device_info()
+    return branching.run(cfg, workdir, lambda: _train(cfg, workdir, data, devices, total_steps, progress=progress,
+                                                      restart_after_compile=restart_after_compile))
+
+
+def _previous_result(workdir: Path) -> dict | None:
+    """A finished run's result; a ``failed`` one is set aside (``attempts/``) to be retried."""
+    path = workdir / "result.json"
+    if not path.exists():
+        return None
+    result = read_json(path)
+    if result.get("status") != "failed":
+        return result
+    attempts = workdir / "attempts"
+    attempts.mkdir(exist_ok=True)
+    os.replace(path, attempts / f"failed-{len(list(attempts.glob('failed-*.json'))) + 1}.json")
+    return None
+
+
+def _train(cfg: TrainConfig, workdir: Path, data, devices: dict, total_steps: int, *, progress: bool,
+           restart_after_compile: float | None) -> dict:
+    from scaling import allocator
+
     handed_over = allocator.restarted_at()
     acct = Accounting(workdir / "accounting.json", devices["device_count"],
                       seconds_before=max(time.time() - handed_over, 0.0) if handed_over else 0.0)
+    try:
+        return _train_accounted(cfg, workdir, data, devices, total_steps, acct, handed_over, progress=progress,
+                                restart_after_compile=restart_after_compile)
+    except (UserError, KeyboardInterrupt, RestartAfterCompile):
+        raise
+    except Exception as e:
+        acct.flush()  # the failed attempt's time is charged (once: a retry adds its own segment)
+        atomic_write_json(workdir / "result.json", dict(
+            schema=RESULT_SCHEMA, version=__version__, status="failed", model=cfg.model,
+            error=f"{type(e).__name__}: {e}"[:2000], config=cfg.to_json(),
+        ))
+        raise
+
+
+def _train_accounted(cfg: TrainConfig, workdir: Path, data, devices: dict, total_steps: int, acct: Accounting,
+                     handed_over: float | None, *, progress: bool, restart_after_compile: float | None) -> dict:
+    import jax
+
+    from scaling import compute, faults, optim, runtime, steps
+    from scaling.checkpoint import Checkpointer
+    from scaling.data.pipeline import ExampleStream
+    from scaling.models import registry
+
     spec = registry.get(cfg.model)
-    data = load(cfg.dataset, cfg.data_source, cfg.val_size)
     image_size = cfg.image_size or data.image_size
-    if cfg.batch_size % devices["device_count"]:
-        raise UserError(f"--batch-size {cfg.batch_size} is not divisible by {devices['device_count']} devices")
     steps_per_epoch = math.ceil(data.train_size / cfg.batch_size)
-    total_steps = cfg.steps or max(1, math.ceil(cfg.epochs * data.train_size / cfg.batch_size))
     epochs = total_steps * cfg.batch_size / data.train_size
     eval_every = cfg.eval_every or default_eval_every(total_steps, steps_per_epoch)
     mean, std = data.channel_stats()
@@ -201,19 +237,20 @@ def _run(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True,
         eb = min(1000, n)
         return eb - eb % devices["device_count"]
 
+    # The newest checkpoint that restores (a damaged one is set aside), before
+    # anything compiles: see below.
+    abstract = jax.eval_shape(parts.init_state, init_key)
+    abstract = jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep), abstract)
     ckpt = Checkpointer(workdir / "checkpoints")
-    start = ckpt.latest_step() or 0
+    start, restored = ckpt.restore_latest(abstract) if ckpt.latest_step() else (0, None)
 
     # Compile every program ahead of time, before any of them runs: the
     # initialiser (unless resuming), the train step and one eval step per eval
     # batch size. Compile seconds are then measured, not guessed, and nothing
     # compiles after the train step is loaded: on XLA:CPU a compile after that
-    # point leaves the step ~14% slower for the rest of the process (ms/step,
-    # nfnet-f0-w0.125 b128, 2-core CPU: 192 loaded-only, 220 with the
-    # initialiser compiled after the step; experiments/probe_late_compile.py).
+    # point leaves the step ~14% slower for the rest of the process
+    # (docs/performance.md, "Restart after compiling").
     t = time.monotonic()
-    abstract = jax.eval_shape(parts.init_state, init_key)
-    abstract = jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep), abstract)
     idx_spec = jax.ShapeDtypeStruct((cfg.batch_size,), np.int32, sharding=shard)
     fresh = {}  # program -> seconds spent compiling it here, now in the cache for next time
 
@@ -247,7 +284,7 @@ def _run(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True,
     flops_xla = compute.xla_flops(train_step)
     flops_per_example = compute.train_flops_per_example(spec, image_size, data.num_classes)
 
-    state = ckpt.restore(start, abstract) if start else init_state(init_key)
+    state = restored if start else init_state(init_key)
     n_params = steps.count_params(state["params"])
     metrics_path = workdir / "metrics.jsonl"
     _rewind_metrics(metrics_path, start)
@@ -283,7 +320,7 @@ def _run(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True,
     pending: list = []
     status, data_seconds, seg_examples = "done", 0.0, 0
     t_train = time.monotonic()
-    step = start
+    step = trained = start  # trained: steps whose losses were all finite
     try:
         while step < total_steps:
             td = time.monotonic()
@@ -293,6 +330,7 @@ def _run(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True,
             pending.append(m)
             step += 1
             seg_examples += cfg.batch_size
+            faults.point(f"step-{step}")
             at_log = step % cfg.log_every == 0 or step == total_steps
             at_eval = step % eval_every == 0 and step < total_steps
             ckpt_due = (step % ckpt_every == 0) if ckpt_every else (time.monotonic() - last_ckpt_time > 60)
@@ -313,10 +351,13 @@ def _run(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True,
                 lr=float(fetched[-1]["lr"]),
                 images_per_second=seg_examples / max(acct.seconds["train"], 1e-9),
             )
-            if not np.all(np.isfinite(losses)):
+            finite = np.isfinite(losses)
+            if not np.all(finite):
                 status = "diverged"
+                trained = step - len(losses) + int(np.argmin(finite))
                 write(record)
                 break
+            trained = step
             if at_log:
                 write(record)
                 if bar is not None:
@@ -341,10 +382,11 @@ def _run(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True,
     finally:
         if bar is not None:
             bar.close()
-    log.close()
-    ckpt.close()
+        log.close()
+        ckpt.close()
 
     if status == "done":
+        faults.point("final-eval")
         val_loss, val_acc = evaluate(_eval_params(state), "val")
         test_loss, test_acc = evaluate(_eval_params(state), "test")
     else:
@@ -352,7 +394,7 @@ def _run(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True,
     final = _last_train_loss(metrics_path)
     totals = acct.flush()
     train_hours = totals["accelerator_hours_breakdown"]["train"]
-    examples_seen = total_steps * cfg.batch_size
+    examples_seen = trained * cfg.batch_size
     seg_train = acct.seconds["train"]
     ips = seg_examples / seg_train if seg_train > 0 else None
     peak = compute.peak_flops(devices["device_kind"])
@@ -369,7 +411,8 @@ def _run(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True,
         num_classes=data.num_classes,
         train_size=data.train_size,
         epochs=epochs,
-        steps=total_steps,
+        steps=trained,
+        planned_steps=total_steps,
         batch_size=cfg.batch_size,
         examples_seen=examples_seen,
         lr=cfg.lr,
@@ -434,7 +477,7 @@ def _on_off(text: str) -> bool:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python -m scaling.train",
         description="Train one model; re-running the same command on the same --workdir resumes it.",
     )
@@ -457,6 +500,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay-mode", choices=["coupled", "decoupled"],
                    help="coupled: L2 added to the gradient; decoupled: AdamW-style")
     p.add_argument("--warmup-fraction", type=float)
+    p.add_argument("--schedule", choices=["cosine", "wsd", "constant"],
+                   help="lr schedule: cosine (default); wsd: warmup, constant, cooldown to 0; "
+                        "constant: warmup then constant (a WSD stem)")
+    p.add_argument("--cooldown-fraction", type=float, help="wsd: share of the run that cools down (default 0.2)")
+    p.add_argument("--cooldown-shape", choices=["1-sqrt", "linear"], help="wsd cooldown shape (default 1-sqrt)")
+    p.add_argument("--warmup-steps", type=int, help="warmup length in steps (overrides --warmup-fraction)")
+    p.add_argument("--init-from", type=lambda s: str(Path(s).absolute()), metavar="RUN_DIR",
+                   help="start from the last checkpoint of this finished run (a WSD stem)")
     p.add_argument("--label-smoothing", type=float)
     p.add_argument("--agc-clip", type=float, help="AGC lambda (0 disables)")
     p.add_argument("--agc-skip-gains", type=_on_off, metavar="{on,off}",
@@ -482,11 +533,13 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             base = read_json(args.config)
         except (OSError, ValueError) as e:
             raise UserError(f"cannot read --config {args.config}: {e}") from None
+        if not isinstance(base, dict):
+            raise UserError(f"--config {args.config} must hold a JSON object, got {type(base).__name__}")
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     for key, value in vars(args).items():
         if key in fields and value is not None:
             base[key] = value
-    cfg = TrainConfig.from_json(base)
+    cfg = check_fields(TrainConfig.from_json(base))
     if args.examples is not None:
         if args.examples <= 0:
             raise UserError(f"--examples must be positive, got {args.examples}")
@@ -525,20 +578,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def summary(r: dict) -> str:
-    acc = r["val_accuracy"]
-    acc_s = f"{acc:.2%}" if acc is not None else "n/a"
-    test = r["test_accuracy"]
-    test_s = f"{test:.2%}" if test is not None else "n/a"
-    vl = f"{r['val_loss']:.4f}" if r["val_loss"] is not None else "n/a"
+    if r.get("status") == "failed":
+        return f"{r.get('model', '?')} [failed] {r.get('error', 'no error recorded')}"
+
+    def pct(x):
+        return f"{x:.2%}" if x is not None else "n/a"
+
+    vl = f"{r['val_loss']:.4f}" if r.get("val_loss") is not None else "n/a"
     mfu = f"{r['mfu']:.1%}" if r.get("mfu") else "unknown"
     ips = f"{r['images_per_second']:.0f}" if r.get("images_per_second") else "n/a"
-    data_frac = r.get("data_seconds_fraction")
-    data_s = f"{data_frac:.2%}" if data_frac is not None else "n/a"
     return (
         f"{r['model']} [{r['status']}] {r['epochs']:.3g} epochs, {r['steps']} steps: "
-        f"val loss {vl}, val acc {acc_s}, test acc {test_s}\n"
+        f"val loss {vl}, val acc {pct(r.get('val_accuracy'))}, test acc {pct(r.get('test_accuracy'))}\n"
         f"  {r['params']:,} params, {r['flops_per_example'] / 1e9:.3f} GFLOP/example (train), "
-        f"{r['train_flops']:.3e} FLOP total, {ips} img/s, MFU {mfu}, host data time {data_s} of step time\n"
+        f"{r['train_flops']:.3e} FLOP total, {ips} img/s, MFU {mfu}, "
+        f"host data time {pct(r.get('data_seconds_fraction'))} of step time\n"
         f"  {r['accelerator_hours']:.4f} accelerator-hours on {r['device_count']} x {r['device_kind']} "
         f"(compile {r['compile_seconds']:.1f} s, wall {r['wall_seconds']:.1f} s)"
     )
