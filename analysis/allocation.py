@@ -41,6 +41,7 @@ class Profiles:
     log_n: np.ndarray
     log_e: np.ndarray  # nan where epochs unknown
     points: list  # per level: (log_n array, loss array) for plots
+    discarded: dict = dataclasses.field(default_factory=dict)  # reason -> number of levels
 
 
 def isoflop_levels(log_c: np.ndarray, log_n: np.ndarray, n_levels: int = 8) -> np.ndarray:
@@ -88,18 +89,22 @@ def isoflop_profiles(
     lo = np.array([cv[1][0] for cv in curves]) - _TOL
     hi = np.array([cv[1][-1] for cv in curves]) + _TOL
     out_c, out_n, out_e, pts = [], [], [], []
+    dropped = {"fewer than 3 sizes": 0, "no minimum (not convex)": 0, "minimum at the edge of the sizes": 0}
     for t in levels:
         near = np.flatnonzero((lo <= t) & (t <= hi))  # only these models can contribute
         rows = [(curves[i][0], *v) for i in near if (v := _at_level(curves[i], t)) is not None]
         if len(rows) < 3:
+            dropped["fewer than 3 sizes"] += 1
             continue
         z, lz, ez = (np.array(col) for col in zip(*rows))
         zc = z - z.mean()
         c2, c1, _ = np.polyfit(zc, lz, 2)
         if c2 <= 0:
+            dropped["no minimum (not convex)"] += 1
             continue
         vertex = -c1 / (2 * c2)
         if not (zc.min() < vertex < zc.max()):
+            dropped["minimum at the edge of the sizes"] += 1
             continue  # minimum on the edge of the sampled sizes
         zstar = vertex + z.mean()
         if np.all(np.isfinite(ez)):
@@ -111,7 +116,7 @@ def isoflop_profiles(
         out_n.append(zstar)
         out_e.append(estar)
         pts.append((z, lz))
-    return Profiles(np.array(out_c), np.array(out_n), np.array(out_e), pts)
+    return Profiles(np.array(out_c), np.array(out_n), np.array(out_e), pts, dropped)
 
 
 @dataclasses.dataclass

@@ -18,13 +18,19 @@ def resample_counts(n: int, n_boot: int, seed: int | np.random.Generator = 0) ->
 
 
 def percentile_ci(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    """Percentile interval of the finite bootstrap samples ((nan, nan) if none)."""
+    """Percentile interval of the bootstrap samples, nan (unusable resamples) left out.
+
+    Infinite draws (an optimum at infinity, e.g. D* of a law without a model-size
+    term) are outcomes and stay in: the percentiles are then taken without
+    interpolation, so an interval reaching them ends at +-inf ((nan, nan) if no draws).
+    """
     s = np.asarray(samples, float)
-    s = s[np.isfinite(s)]
+    s = s[~np.isnan(s)]
     if s.size == 0:
         return (float("nan"), float("nan"))
     tail = 100 * (1 - level) / 2
-    lo, hi = np.percentile(s, [tail, 100 - tail])
+    method = "linear" if np.isfinite(s).all() else "inverted_cdf"
+    lo, hi = np.percentile(s, [tail, 100 - tail], method=method)
     return (float(lo), float(hi))
 
 

@@ -5,6 +5,10 @@ in each bootstrap resample the frontier is recomputed from the resampled runs
 (so the interval includes frontier-selection noise). ``frontier=False`` fits
 every point (used for the parametric law, and for tests on data drawn from a
 known law).
+
+Every reported number follows the boundary rule of ``analysis.bounds``: the
+point estimate and each bootstrap draw are snapped onto a bound they lie
+within the fit's resolution of, and the report flags them (``at_bound``).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import time
 
 import numpy as np
 
-from analysis import bootstrap
+from analysis import bootstrap, bounds
 from analysis.fitting import Fit, fit, refit_batch
 from analysis.frontier import frontier_mask
 from analysis.laws import LAWS, Law
@@ -27,19 +31,40 @@ class LawFit:
     boot_theta: np.ndarray | None = None  # (B, k); rows of nan where a resample was unusable
     boot_ok: np.ndarray | None = None
     boot_seconds: float = 0.0
+    flags: np.ndarray | None = None  # (1, k) boundary flags of the point estimate (analysis.bounds)
+    boot_flags: np.ndarray | None = None  # (B, k)
 
     @property
     def law(self) -> Law:
         return self.fit.law
 
+    def apply_boundary_rule(self) -> None:
+        """Snap the estimate and the bootstrap draws onto bounds they are within resolution of."""
+        bnd = self.law.bounds(self.fit.feats)
+        theta, self.flags = bounds.snap(self.law, self.fit.theta, self.fit.feats, bnd)
+        self.fit = dataclasses.replace(self.fit, theta=theta[0])
+        if self.boot_theta is not None:
+            self.boot_theta, self.boot_flags = bounds.snap(self.law, self.boot_theta, self.fit.feats, bnd)
+
     @property
     def params(self) -> dict[str, float]:
-        return self.fit.params
+        if self.flags is None:
+            return self.fit.params
+        pub = bounds.to_public(self.law, self.fit.theta[None], self.flags, self.fit.feats.centre)
+        return {k: float(v[0]) for k, v in pub.items()}
 
     def boot_params(self) -> dict[str, np.ndarray]:
         if self.boot_theta is None:
             return {}
-        return self.law.to_public(self.boot_theta, self.fit.feats.centre)
+        if self.boot_flags is None:
+            return self.law.to_public(self.boot_theta, self.fit.feats.centre)
+        return bounds.to_public(self.law, self.boot_theta, self.boot_flags, self.fit.feats.centre)
+
+    def at_bound(self) -> dict:
+        """Parameters whose estimate or some bootstrap draws sit on a bound (see analysis.bounds)."""
+        if self.flags is None:
+            return {}
+        return bounds.report(self.law, self.flags, self.boot_flags, self.law.bounds(self.fit.feats))
 
     def ci95(self) -> dict[str, list[float]]:
         return {k: list(bootstrap.percentile_ci(v)) for k, v in self.boot_params().items()}
@@ -62,9 +87,10 @@ class LawFit:
             "objective": f.objective,
             "grad_norm": f.grad_norm,
             "starts": {"grid": f.n_grid, "polished": f.n_polished, "at_optimum": f.n_at_optimum},
+            "at_bound": self.at_bound(),
         }
         if self.boot_theta is not None:
-            usable = np.isfinite(self.boot_theta).all(1)
+            usable = ~np.isnan(self.boot_theta).any(1)  # -inf: a term's scale at its bound 0
             out["bootstrap"] = {
                 "resamples": int(len(self.boot_theta)),
                 "usable": int(usable.sum()),
@@ -97,6 +123,7 @@ def fit_law(
         theta[distinct < max(3, len(law.internal))] = np.nan
         result.boot_theta, result.boot_ok = theta, ok
         result.boot_seconds = time.perf_counter() - t0
+    result.apply_boundary_rule()
     return result
 
 

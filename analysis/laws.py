@@ -54,6 +54,11 @@ class Law:
     grid: Callable[[Features], np.ndarray]
     bounds: Callable[[Features], list[tuple[float | None, float | None]]]
     to_public: Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]]
+    # internal parameters with a meaningful bound (analysis.bounds): ("exponent", input column,
+    # its term's scale),
+    # ("floor", public name) for e = log E in (log min L - 20, log min L), ("scale", public name)
+    # for the log scale of a term (bound: scale 0, the term removed)
+    bound_kinds: dict[str, tuple] = dataclasses.field(default_factory=dict)
 
     def features(self, columns: dict[str, np.ndarray]) -> Features:
         logs = np.stack([np.log(np.asarray(columns[c], float)) for c in self.inputs], 1)
@@ -64,6 +69,10 @@ class Law:
         """log L at new inputs from public parameters (arrays broadcast: (B,) x (n,) -> (B, n))."""
         p = {k: np.asarray(v, float)[..., None] for k, v in params.items()}
         x = [np.log(np.asarray(columns[c], float))[None, :] for c in self.inputs]
+        with np.errstate(divide="ignore"):  # E = 0 (a floor at its bound) is log E = -inf
+            return self._log_predict(p, x)
+
+    def _log_predict(self, p: dict, x: list) -> np.ndarray:
         if self.name == "power":
             return np.log(p["a"]) + p["b"] * x[0]
         if self.name == "saturating":
@@ -159,6 +168,7 @@ SATURATING = Law(
     grid=_saturating_grid,
     bounds=lambda f: [(None, None), (0.0, 5.0), (_e_upper(f) - 20.0, _e_upper(f))],
     to_public=_saturating_public,
+    bound_kinds={"a": ("scale", "A"), "alpha": ("exponent", 0, "a"), "e": ("floor", "E")},
 )
 
 
@@ -204,6 +214,10 @@ PARAMETRIC = Law(
     grid=_parametric_grid,
     bounds=lambda f: [(None, None), (None, None), (_e_upper(f) - 20.0, _e_upper(f)), (0.0, 5.0), (0.0, 5.0)],
     to_public=_parametric_public,
+    bound_kinds={
+        "a": ("scale", "A"), "b": ("scale", "B"),
+        "alpha": ("exponent", 0, "a"), "beta": ("exponent", 1, "b"), "e": ("floor", "E"),
+    },
 )
 
 LAWS: dict[str, Law] = {law.name: law for law in (POWER, SATURATING, PARAMETRIC)}

@@ -73,20 +73,34 @@ def _law_text(lf) -> str:
     return f"L = {p['E']:.3g} + {p['A']:.3g}·C^-{p['alpha']:.3f}"
 
 
+def _tag(r, what: str, method: str) -> str:
+    """' (not identified)' when the report labels this estimate so (analysis.identify)."""
+    key = "optimal_params" if what == "params" else "optimal_epochs"
+    o = (r.report.get(key) or {}).get("by_method", {}).get(method, {})
+    return "" if o.get("identified", True) else " (NOT IDENTIFIED)"
+
+
 def optimal_vs_compute(results, x: str, what: str = "params", ax=None):
-    """IsoFLOP vertices with their log-log line, and the parametric-law optimum, ±95% bands."""
+    """IsoFLOP vertices with their log-log line, and the parametric-law optimum, ±95% bands.
+
+    The shaded band per family is the range that was sampled (sizes or epochs);
+    estimates the fit does not identify say so in the legend.
+    """
     ax = ax or plt.subplots(figsize=(7, 5))[1]
     colours = _colours(results)
     g = _grid(results)
     for r in results:
         col = colours[r.name]
+        sampled = r.columns.get(what)
+        if sampled is not None and sampled.dtype != object and np.isfinite(sampled).any():
+            ax.axhspan(np.nanmin(sampled), np.nanmax(sampled), color=col, alpha=0.08, label=f"{r.name} sampled {what}")
         prof = r.profiles
         if prof is not None and len(prof.log_c):
             ys = prof.log_n if what == "params" else prof.log_e
             ax.plot(np.exp(prof.log_c), np.exp(ys), "s", color=col, label=f"{r.name} IsoFLOP vertices")
             line = allocation.loglog_line(prof.log_c, ys)
             if line is not None and r.isoflop_boot is not None:
-                ax.plot(g, line(g), "--", color=col, label=f"{r.name} IsoFLOP fit: exponent {line.exponent:.2f}")
+                ax.plot(g, line(g), "--", color=col, label=f"{r.name} IsoFLOP fit: exponent {line.exponent:.2f}{_tag(r, what, 'isoflop')}")
                 b = r.isoflop_boot[0 if what == "params" else 1]
                 b = b[np.isfinite(b).all(1)]
                 if len(b):
@@ -99,7 +113,10 @@ def optimal_vs_compute(results, x: str, what: str = "params", ax=None):
             p = pf.params
             expo = p["beta"] / (p["alpha"] + p["beta"])
             expo = expo if what == "params" else 1 - expo
-            ax.plot(g, y, "-", color=col, label=f"{r.name} parametric law: exponent {expo:.2f}")
+            with np.errstate(invalid="ignore", divide="ignore"):
+                ok = np.isfinite(y) & (y > 0)
+            ax.plot(g[ok.ravel()], y.ravel()[ok.ravel()], "-", color=col,
+                    label=f"{r.name} parametric law: exponent {expo:.2f}{_tag(r, what, 'parametric')}")
             if pf.boot_theta is not None:
                 nb, db = allocation.parametric_optimum(pf.boot_params(), g, r.cost_k)
                 lo, hi = bootstrap.percentile_band(nb if what == "params" else db / r.train_size)

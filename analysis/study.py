@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from analysis import allocation, bootstrap
+from analysis import allocation, bootstrap, identify
 from analysis.compare import compute_multiplier
 from analysis.frontier import frontier_mask
 from analysis.lawfit import LawFit, extrapolation_error, fit_law
@@ -58,7 +58,7 @@ def _isoflop(cols, has_epochs, n_boot, seed):
     levels = allocation.isoflop_levels(lc, ln)
     prof = allocation.isoflop_profiles(lc, ln, loss, le, levels)
     if len(prof.log_c) < 3:
-        return prof, None, None
+        return prof, None, levels
     counts = bootstrap.resample_counts(len(loss), n_boot, seed + 1) if n_boot else np.zeros((0, len(loss)))
     boot = allocation.isoflop_bootstrap(lc, ln, loss, le, levels, counts)
     return prof, boot, levels
@@ -102,6 +102,7 @@ def analyse_group(
             report["candidates"] = {k: {"extrapolation_error": v} for k, v in cands.items()}
         if not lf.fit.converged:
             warnings.append(f"{chosen} fit did not converge ({lf.fit.message})")
+        warnings += _bound_warnings(chosen, lf)
 
     # --- parametric L(N, D) ------------------------------------------------
     has_nd = _num(table, "params") and _num(table, "examples")
@@ -137,6 +138,7 @@ def analyse_group(
             report["parametric"] = pf.report()
         if not pf.fit.converged:
             warnings.append(f"parametric fit did not converge ({pf.fit.message})")
+        warnings += _bound_warnings("parametric", pf)
     else:
         by, by_e = {}, {}
         if law == "parametric":
@@ -145,7 +147,7 @@ def analyse_group(
     # --- IsoFLOP profiles --------------------------------------------------
     if _num(table, "params"):
         t_iso = time.perf_counter()
-        prof, boot, _ = _isoflop(cols, has_epochs, n_boot, seed)
+        prof, boot, levels = _isoflop(cols, has_epochs, n_boot, seed)
         t_iso = round(time.perf_counter() - t_iso, 3)
         res.profiles = prof
         if boot is not None:
@@ -171,6 +173,8 @@ def analyse_group(
     elif law == "isoflop":
         raise UserError("IsoFLOP profiles need a 'params' column")
 
+    _label_identification(res, by, by_e, levels if _num(table, "params") else None, has_epochs, warnings)
+
     # Headline estimator: IsoFLOP when asked for, else the parametric law when it could be fitted.
     # On sizes x epochs grids the IsoFLOP levels often have their minimum near the edge of the
     # sampled sizes (few usable levels; on the synthetic study it over-estimated the N* exponent
@@ -182,9 +186,39 @@ def analyse_group(
             report[key] = {**best, "by_method": d}
     if predict is not None:
         report["prediction"] = _predict(res, predict, primary, warnings)
+        for key, est in (("params", "optimal_params"), ("epochs", "optimal_epochs")):
+            pr = report["prediction"].get(key)
+            o = (report.get(est) or {}).get("by_method", {}).get(pr["method"]) if pr else None
+            if pr and o is not None:
+                pr["identified"] = o["identified"]
     report["fit_seconds"] = round(time.perf_counter() - t0, 3)
     report["warnings"] = warnings
     return res
+
+
+def _bound_warnings(form: str, lf: LawFit) -> list[str]:
+    at = {k: v for k, v in lf.at_bound().items() if v["estimate"]}
+    if not at:
+        return []
+    what = ", ".join(f"{k} = {v['bound']:g}" for k, v in at.items())
+    return [f"{form} law: {what} at {'its bound' if len(at) == 1 else 'their bounds'} (analysis.bounds)"]
+
+
+def _label_identification(res: GroupResult, by: dict, by_e: dict, levels, has_epochs: bool, warnings: list) -> None:
+    """Mark every allocation estimate identified or not (analysis.identify), and warn about the latter."""
+    reasons = {"parametric": identify.parametric(res)}
+    if levels is not None and res.profiles is not None:
+        reasons["isoflop"] = identify.isoflop(res.profiles, len(levels), res.columns, has_epochs)
+        if "isoflop" not in by and reasons["isoflop"]["optimal_params"]:
+            warnings.append("no IsoFLOP estimate: " + reasons["isoflop"]["optimal_params"][0])
+    for key, d in (("optimal_params", by), ("optimal_epochs", by_e)):
+        for method in list(d):
+            why = reasons.get(method, {}).get(key, [])
+            d[method] = identify.label(d[method], why)
+            for w in why:
+                msg = f"not identified: {w}"
+                if msg not in warnings:
+                    warnings.append(msg)
 
 
 def _isoflop_law(prof, boot, line_n, line_e) -> dict:

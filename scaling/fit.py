@@ -61,9 +61,22 @@ def _clean(obj):
 
 
 def _ci(ci) -> str:
-    if not ci or ci[0] is None or any(isinstance(v, float) and math.isnan(v) for v in ci):
+    if not ci or any(not isinstance(v, (int, float)) or math.isnan(v) for v in ci):
         return "[no interval]"
     return f"[{ci[0]:.4g}, {ci[1]:.4g}]"
+
+
+def _g(v, fmt: str = ".4g") -> str:
+    """A number for the summary; n/a for a missing (non-finite) one, never a crash."""
+    return format(v, fmt) if isinstance(v, (int, float)) and not isinstance(v, bool) else "n/a"
+
+
+def _estimate(label: str, o: dict, method: str) -> str:
+    """One allocation estimate: the answer, or 'not identified' with its reasons and the fitted numbers."""
+    nums = f"{label} ~ C^{_g(o.get('exponent'), '.3f')}  95% CI {_ci(o.get('ci95'))}  ({method})"
+    if o.get("identified", True):
+        return nums
+    return f"{label} exponent ({method}): NOT IDENTIFIED ({'; '.join(o['not_identified_because'])}); fitted {nums}"
 
 
 def _summary(doc: dict, x: str) -> str:
@@ -78,28 +91,29 @@ def _summary(doc: dict, x: str) -> str:
         law = g.get("law")
         if law:
             lines.append(f"law {law['form']}" + (f" ({law['fitted_to']}, {law['n_fitted']} points)" if "fitted_to" in law else ""))
+            at = law.get("at_bound") or {}
             for k, v in law["params"].items():
-                lines.append(f"  {k:>12} = {v:.5g}  95% CI {_ci(law['ci95'].get(k))}")
+                flag = f"  (at its {at[k]['side']} bound)" if k in at and at[k]["estimate"] else ""
+                lines.append(f"  {k:>12} = {_g(v, '.5g')}  95% CI {_ci(law['ci95'].get(k))}{flag}")
             ext = law.get("extrapolation_error")
-            lines.append(f"  extrapolation error (leave-largest-compute-out): {'n/a' if ext is None else f'{ext:.4g}'}")
+            lines.append(f"  extrapolation error (leave-largest-compute-out): {_g(ext)}")
             if "converged" in law:
                 s = law["starts"]
                 lines.append(
-                    f"  converged: {law['converged']} (grad {law['grad_norm']:.1e}); "
+                    f"  converged: {law['converged']} (grad {_g(law['grad_norm'], '.1e')}); "
                     f"{s['at_optimum']}/{s['polished']} polished starts of a {s['grid']}-point grid reached the optimum"
                 )
             if "bootstrap" in law:
                 b = law["bootstrap"]
                 lines.append(f"  bootstrap: {b['resamples']} resamples, {b['converged']} converged, {b['seconds']} s")
         for cname, c in (g.get("candidates") or {}).items():
-            e = c["extrapolation_error"]
-            lines.append(f"  candidate {cname}: extrapolation error {'n/a' if e is None else f'{e:.4g}'}")
+            lines.append(f"  candidate {cname}: extrapolation error {_g(c['extrapolation_error'])}")
         par = g.get("parametric")
         if par and "bootstrap" in par:
-            b = par["bootstrap"]
+            b, pp = par["bootstrap"], par["params"]
             lines.append(
-                f"parametric L(N,D) on all runs: alpha={par['params']['alpha']:.3f}, beta={par['params']['beta']:.3f}, "
-                f"E={par['params']['E']:.4g}; converged {par['converged']}; "
+                f"parametric L(N,D) on all runs: alpha={_g(pp['alpha'], '.3f')}, beta={_g(pp['beta'], '.3f')}, "
+                f"E={_g(pp['E'])}; converged {par['converged']}; "
                 f"bootstrap {b['resamples']} resamples, {b['converged']} converged, {b['seconds']} s"
             )
         iso = (g.get("optimal_params", {}).get("by_method") or {}).get("isoflop")
@@ -107,18 +121,19 @@ def _summary(doc: dict, x: str) -> str:
             lines.append(f"IsoFLOP profiles: {iso['levels']} levels; bootstrap {iso['bootstrap']['seconds']} s")
         for key, label in (("optimal_params", "N*"), ("optimal_epochs", "epochs*")):
             for m, o in (g.get(key, {}).get("by_method") or {}).items():
-                lines.append(f"{label} ~ C^{o['exponent']:.3f}  95% CI {_ci(o['ci95'])}  ({m})")
+                lines.append(_estimate(label, o, m))
         pr = g.get("prediction")
         if pr:
-            lines.append(f"prediction at {x} = {pr['budget']:g} ({pr['beyond_largest_observed']:.1f}x the largest observed):")
+            lines.append(f"prediction at {x} = {_g(pr['budget'], 'g')} ({_g(pr['beyond_largest_observed'], '.1f')}x the largest observed):")
             for k in ("loss", "params", "epochs"):
                 if k in pr:
-                    lines.append(f"  {k:>7} = {pr[k]['value']:.4g}  95% CI {_ci(pr[k]['ci95'])}")
+                    tag = "" if pr[k].get("identified", True) else "  NOT IDENTIFIED (see the warnings)"
+                    lines.append(f"  {k:>7} = {_g(pr[k]['value'])}  95% CI {_ci(pr[k]['ci95'])}{tag}")
         lines.append(f"fit time {g['fit_seconds']} s (bootstrap included)")
         for w in g.get("warnings", []):
             lines.append(f"WARNING: {w}")
     for name, c in (doc.get("comparison") or {}).items():
-        lines.append(f"\n{name}: x{c['multiplier']:.3g} compute for loss {c['loss']:.4g}, 95% CI {_ci(c['ci95'])}")
+        lines.append(f"\n{name}: x{_g(c['multiplier'], '.3g')} compute for loss {_g(c['loss'])}, 95% CI {_ci(c['ci95'])}")
     return "\n".join(lines)
 
 

@@ -42,3 +42,38 @@ def test_spend_within_five_percent_of_budget():
 def test_readme_numbers_reproduce_from_a_fresh_fit():
     r = subprocess.run([sys.executable, str(STUDY / "report.py"), "--check"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
+
+
+def _report_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("reference_report", STUDY / "report.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_the_readme_prints_the_fit_commands_that_made_its_numbers():
+    """Issue 30: the section's command and the block's commands are exactly those report.py runs."""
+    report = _report_module()
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Reference study") :]
+    section = section[: section.index("\n## ", 3)]
+    printed = [ln.strip() for ln in section.splitlines() if ln.strip().startswith("python -m scaling.fit")]
+    assert printed and set(printed) <= set(report.COMMANDS.values()), printed
+    assert report.COMMANDS["hours"] in printed and report.COMMANDS["flops"] in printed
+    assert report.printed_commands(report.current_block()) == report.COMMANDS
+
+
+def test_the_block_says_not_identified_where_the_fit_does():
+    """Issue 22: the committed study's warnings (N* below the smallest model, epochs* beyond the largest)."""
+    doc = json.loads((STUDY / "figures" / "fit.json").read_text())
+    nfnet = doc["groups"]["nfnet"]
+    assert not nfnet["optimal_params"]["identified"] and not nfnet["optimal_epochs"]["identified"]
+    assert "below the smallest model trained" in nfnet["optimal_params"]["not_identified_because"][0]
+    assert "above the largest epoch budget trained" in nfnet["optimal_epochs"]["not_identified_because"][0]
+    assert not doc["groups"]["vit"]["optimal_params"]["identified"]
+    block = _report_module().current_block()
+    assert block.count("**not identified**") == sum(
+        not g[k]["identified"] for g in doc["groups"].values() for k in ("optimal_params", "optimal_epochs")
+    )

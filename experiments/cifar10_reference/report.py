@@ -3,11 +3,13 @@
     python experiments/cifar10_reference/report.py            # refit, redraw, rewrite the block
     python experiments/cifar10_reference/report.py --check    # refit; exit 1 if README disagrees
 
-Runs ``python -m scaling.fit results --out figures`` exactly as a user would
-(default law selection, 200 bootstrap resamples, seed 0), then renders the
-numbers between the ``reference-study`` markers of the top-level README.
-``--check`` (used by the test suite) refits and compares every number in
-that block with the fresh fit.
+Runs the ``python -m scaling.fit`` commands that the block itself prints
+(``COMMANDS``: the power law on the frontier, 200 bootstrap resamples, seed 0;
+once more with ``--x train_flops``) and renders their numbers between the
+``reference-study`` markers of the top-level README. ``--check`` (used by the
+test suite) runs the commands as printed in the committed README block, and
+compares every number of that block with the fresh fit: the block is
+reproduced by the command it prints.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import argparse
 import json
 import math
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -29,20 +32,39 @@ BEGIN, END = "<!-- reference-study:begin -->", "<!-- reference-study:end -->"
 # A power law on each family's frontier: with 6-7 frontier points spanning about
 # one decade of compute, a saturating law's floor E is not identified (its
 # interval spans 0.06-1.7), so the README reports the two-parameter law.
-FIT_CMD = ["-m", "scaling.fit", str(RESULTS.relative_to(REPO)), "--law", "power", "--bootstrap", "200", "--seed", "0",
-           "--json"]
-REL_TOL = 0.03  # numbers are printed to 3 significant digits
-# Numbers this close to zero are a fit's boundary (e.g. the degenerate ViT
-# alpha = 0): the optimiser stops at 1e-29 on one CPU and 1e-11 on another.
-ABS_TOL = 1e-6
+RESULTS_ARG = str(RESULTS.relative_to(REPO))
+COMMANDS = {
+    "hours": f"python -m scaling.fit {RESULTS_ARG} --law power --out {FIGURES.relative_to(REPO)}",
+    "flops": f"python -m scaling.fit {RESULTS_ARG} --law power --x train_flops --json",
+}
+REL_TOL = 0.03  # numbers are printed to 3 significant digits; numbers at a bound are exact (analysis.bounds)
 
 
-def fit(out: Path | None, x: str | None = None) -> dict:
-    cmd = [sys.executable, *FIT_CMD] + (["--out", str(out)] if out else []) + (["--x", x] if x else [])
-    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+def fit(command: str, write_figures: bool = False) -> dict:
+    """Run a printed ``python -m scaling.fit`` command; its JSON document.
+
+    ``--out`` is kept only when writing the figures (a check must not touch
+    the committed ones); the document is the same with or without it.
+    """
+    args = shlex.split(command)
+    if args[:3] != ["python", "-m", "scaling.fit"]:
+        raise SystemExit(f"not a scaling.fit command: {command}")
+    args = args[3:]
+    if "--out" in args and not write_figures:
+        i = args.index("--out")
+        del args[i : i + 2]
+    if "--json" not in args:
+        args.append("--json")
+    r = subprocess.run([sys.executable, "-m", "scaling.fit", *args], cwd=REPO, capture_output=True, text=True)
     if r.returncode != 0:
-        raise SystemExit(f"scaling.fit failed: {r.stderr.strip()}")
+        raise SystemExit(f"{command} failed: {r.stderr.strip()}")
     return json.loads(r.stdout)
+
+
+def printed_commands(block_text: str) -> dict:
+    """The scaling.fit commands a README block prints, by role (the --x train_flops one is 'flops')."""
+    cmds = [ln.strip() for ln in block_text.splitlines() if ln.strip().startswith("python -m scaling.fit")]
+    return {("flops" if "train_flops" in c else "hours"): c for c in cmds}
 
 
 def records() -> list[dict]:
@@ -64,6 +86,12 @@ def block(doc: dict, flops_doc: dict, recs: list[dict]) -> str:
     hours = json.loads((RESULTS / "summary.json").read_text())
     lines = [
         BEGIN,
+        "Numbers from (`--check` runs these commands as printed here):",
+        "",
+        "```bash",
+        *COMMANDS.values(),
+        "```",
+        "",
         f"Budget {hours['budget']:g} accelerator-hours on a 2-core CPU; spent {hours['spent']:.3f} "
         f"({hours['spent'] / hours['budget']:.1%}, calibration included); {len(done)} finished runs. "
         f"x = accelerator-hours, y = validation loss.",
@@ -90,19 +118,26 @@ def block(doc: dict, flops_doc: dict, recs: list[dict]) -> str:
             f"({best['model']}, {best['config']['epochs']:g} ep) | {form} |"
         )
     lines += ["", "Compute-optimal allocation from the parametric law L(N, D) = E + A/N^alpha + B/D^beta "
-              "fitted to all runs (N* ~ C^a, epochs* ~ C^b):", ""]
+              "fitted to all runs (N* ~ C^a, epochs* ~ C^b); an exponent is reported as an answer only "
+              "where the fit identifies it (`analysis/identify.py`):", ""]
     for fam, g in doc["groups"].items():
         par = g.get("parametric") or {}
-        pp, pci = par.get("params", {}), par.get("ci95", {})
-        parts = []
+        pp, pci, at = par.get("params", {}), par.get("ci95", {}), par.get("at_bound", {})
+        shape = []
+        for k in ("alpha", "beta"):
+            flag = " (at its bound)" if at.get(k, {}).get("estimate") else ""
+            shape.append(f"{k} {_g(pp.get(k, float('nan')))}{flag}, {_ci(pci.get(k))}")
+        lines.append(f"- {fam} ({'; '.join(shape)}):")
         for key, label in (("optimal_params", "N*"), ("optimal_epochs", "epochs*")):
             o = g.get(key)
-            if o and o.get("exponent") is not None:
-                ci = o["ci95"]
-                flat = ci and ci[0] is not None and abs(ci[1] - ci[0]) < 1e-6
-                parts.append(f"{label} exponent {_g(o['exponent'])}, {_ci(ci)}" + (" (degenerate)" if flat else ""))
-        lines.append(f"- {fam}: " + "; ".join(parts) + f" (alpha {_g(pp.get('alpha', float('nan')))}, "
-                     f"{_ci(pci.get('alpha'))}; beta {_g(pp.get('beta', float('nan')))}, {_ci(pci.get('beta'))})")
+            if not o or o.get("exponent") is None:
+                continue
+            nums = f"{_g(o['exponent'])}, {_ci(o['ci95'])}"
+            if o.get("identified", True):
+                lines.append(f"  - {label} exponent {nums}")
+            else:
+                lines.append(f"  - {label} exponent **not identified** (fitted {nums}): "
+                             + "; ".join(o["not_identified_because"]))
     for label, d in (("accelerator-hours", doc), ("training FLOPs", flops_doc)):
         for name, c in (d.get("comparison") or {}).items():
             a, b = name.split("_vs_")
@@ -131,15 +166,20 @@ def main() -> int:
     p.add_argument("--check", action="store_true", help="refit and compare with the README instead of writing")
     args = p.parse_args()
     if args.check:
-        fresh, committed = block(fit(None), fit(None, "train_flops"), records()), current_block()
+        committed = current_block()
+        printed = printed_commands(committed)
+        if printed != COMMANDS:
+            print(f"README block prints {printed}, report.py runs {COMMANDS}", file=sys.stderr)
+            return 1
+        fresh = block(fit(printed["hours"]), fit(printed["flops"]), records())
         a, b = numbers(fresh), numbers(committed)
-        bad = len(a) != len(b) or any(abs(x - y) > max(REL_TOL * max(abs(x), abs(y)), ABS_TOL) for x, y in zip(a, b))
+        bad = len(a) != len(b) or any(abs(x - y) > REL_TOL * max(abs(x), abs(y)) for x, y in zip(a, b))
         if bad:
             print("README reference-study block disagrees with a fresh fit:\n" + fresh, file=sys.stderr)
             return 1
-        print(f"README agrees with a fresh fit ({len(a)} numbers)")
+        print(f"README agrees with a fresh fit of the commands it prints ({len(a)} numbers)")
         return 0
-    new = block(fit(FIGURES), fit(None, "train_flops"), records())
+    new = block(fit(COMMANDS["hours"], write_figures=True), fit(COMMANDS["flops"]), records())
     text = README.read_text()
     text = text[: text.index(BEGIN)] + new + text[text.index(END) + len(END) :] if BEGIN in text else text + "\n" + new + "\n"
     README.write_text(text)
