@@ -8,7 +8,6 @@ measured number.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import subprocess
@@ -18,8 +17,8 @@ import time
 import numpy as np
 
 from scaling import allocator
-from scaling.config import TrainConfig, resolve
-from scaling.errors import UserError, cli_main
+from scaling.config import TrainConfig, check_length, resolve
+from scaling.errors import OneLineParser, UserError, cli_main
 
 
 def _timed(fn, repeats: int) -> list[float]:
@@ -142,6 +141,7 @@ def measure(
             dataset=dataset,
             data_source=data_source,
             batch_size=batch_size,
+            image_size=image_size,
             compute_dtype=compute_dtype,
             model_kwargs=model_kwargs or {},
         )
@@ -150,8 +150,7 @@ def measure(
     data = load(dataset, data_source)
     size = image_size or data.image_size
     devices = compute.device_info()
-    if batch_size % devices["device_count"]:
-        raise UserError(f"--batch-size {batch_size} is not divisible by {devices['device_count']} devices")
+    check_length(cfg, data.train_size, devices["device_count"])
     mean, std = data.channel_stats()
     parts = steps_lib.build(cfg, data.num_classes, size, mean, std)
     lr_args = optim.schedule_args(cfg, total_steps=1000)
@@ -237,7 +236,7 @@ def measure_matmul_peak(n: int = 2048, repeats: int = 5) -> float:
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python -m scaling.bench",
         description="Time one model's train step on this machine; report FLOPs, throughput, MFU "
         "and the input pipeline's share of step time.",

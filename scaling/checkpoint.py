@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import orbax.checkpoint as ocp
 
 
 class Checkpointer:
-    """Keeps the latest two checkpoints; each save is atomic (Orbax renames a temp dir)."""
+    """Keeps the latest two checkpoints; each save is atomic (Orbax renames a temp dir).
+
+    ``restore_latest`` verifies each checkpoint by restoring it: one that does
+    not restore (truncated or damaged files) is reported in one line and moved
+    to ``<directory>-corrupt/`` (kept for inspection, not deleted), and the next
+    older one is tried, so a damaged newest checkpoint costs the steps since
+    the one before it, not the run.
+    """
 
     def __init__(self, directory: str | Path):
+        self.directory = Path(directory).absolute()
         self._mngr = ocp.CheckpointManager(
-            Path(directory).absolute(),
+            self.directory,
             options=ocp.CheckpointManagerOptions(max_to_keep=2, enable_async_checkpointing=False),
         )
 
@@ -28,6 +37,28 @@ class Checkpointer:
 
     def restore(self, step: int, abstract_state):
         return self._mngr.restore(step, args=ocp.args.StandardRestore(abstract_state))
+
+    def restore_latest(self, abstract_state) -> tuple[int, object | None]:
+        """(step, state) of the newest checkpoint that restores; (0, None) if none does."""
+        for step in sorted(self._mngr.all_steps(), reverse=True):
+            try:
+                return step, self.restore(step, abstract_state)
+            except Exception as e:  # noqa: BLE001 - any failure to read means this one is unusable
+                self._set_aside(step, e)
+        return 0, None
+
+    def _set_aside(self, step: int, error: Exception) -> None:
+        aside = self.directory.with_name(self.directory.name + "-corrupt")
+        aside.mkdir(exist_ok=True)
+        target = aside / str(step)
+        n = 1
+        while target.exists():
+            target, n = aside / f"{step}.{n}", n + 1
+        (self.directory / str(step)).rename(target)
+        self._mngr.reload()
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
+        print(f"warning: checkpoint {step} does not restore ({type(error).__name__}: {reason}); "
+              f"moved to {target}, resuming from an older one", file=sys.stderr)
 
     def close(self) -> None:
         self._mngr.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import functools
 import sys
 from typing import Callable
@@ -28,3 +29,10 @@ def cli_main(fn: Callable[..., int | None]) -> Callable[..., int]:
     return wrapper
 
 
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line (argparse's own print the usage too)."""
+
+    def error(self, message: str):
+        raise UserError(f"{message} (see --help)")

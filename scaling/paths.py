@@ -7,6 +7,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from scaling import faults
+
 
 def cache_dir() -> Path:
     """``$SCALING_CACHE_DIR``, else ``$XDG_CACHE_HOME/scaling``, else ``~/.cache/scaling``."""
@@ -26,6 +28,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        faults.point(f"write:{path.name}")
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -34,8 +34,9 @@ def test_bad_budget(tmp_path, budget):
 
 
 def test_unknown_family(tmp_path):
-    r = sweep("--budget", "0.1", "--workdir", str(tmp_path / "w"), "--config", "cifar10_cnn", "--families", "resnet")
-    assert_user_error(r, "unknown model family", "resnet")
+    r = sweep("--budget", "0.1", "--workdir", str(tmp_path / "w"), "--config", "cifar10_cnn", "--families", "nosuchfamily",
+              "--data", "synthetic")
+    assert_user_error(r, "unknown model family", "nosuchfamily")
 
 
 def test_config_that_fails_to_load(tmp_path):
@@ -54,7 +55,7 @@ def test_config_that_fails_to_load(tmp_path):
 def test_workdir_of_another_study(tmp_path):
     other = study.StudyConfig(name="other", families=["cnn"])
     state.claim_workdir(tmp_path / "w", other.identity(), other.to_json())
-    r = sweep("--budget", "0.1", "--workdir", str(tmp_path / "w"), "--config", "cifar10_cnn")
+    r = sweep("--budget", "0.1", "--workdir", str(tmp_path / "w"), "--config", "cifar10_cnn", "--data", "synthetic")
     assert_user_error(r, "belongs to study 'other'", "cifar10_cnn")
 
 

@@ -141,9 +141,9 @@ def test_different_run_in_same_workdir_is_refused(tmp_path):
 
 def test_crash_is_recorded_as_failed(tmp_path):
     """A crash that is not a user mistake leaves a ``failed`` record a sweep can read."""
-    r = run_cli("scaling.train", *_train_args(tmp_path / "w", "synthetic", steps=2,
-                                              extra=("--model-kwargs", '{"pool": "median"}')))
-    assert r.returncode != 0
+    r = run_cli("scaling.train", *_train_args(tmp_path / "w", "synthetic", steps=2),
+                env={"SCALING_FAULT": "step-1:raise"})
+    assert r.returncode == 1
     result = json.loads((tmp_path / "w" / "result.json").read_text())
     assert result["status"] == "failed" and "error" in result
 

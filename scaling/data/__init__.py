@@ -68,6 +68,17 @@ def load(name: str = "cifar10", source: str | None = None, val_size: int | None 
     )
 
 
+def check_source(name: str, source: str | None) -> None:
+    """Validate a data source without loading it (for a sweep, before it claims its workdir)."""
+    source = source or default_source(name)
+    if source == "synthetic":
+        return
+    if source == "tfds":
+        _check_tfds_name(name)
+    else:
+        sources.check_image_folder(Path(source).expanduser())
+
+
 def _check_tfds_name(name: str) -> None:
     try:
         import tensorflow_datasets as tfds
@@ -81,4 +92,4 @@ def _check_tfds_name(name: str) -> None:
         raise UserError(f"unknown data set {name!r}: not a TFDS builder")
 
 
-__all__ = ["Dataset", "load", "default_source"]
+__all__ = ["Dataset", "load", "default_source", "check_source"]

@@ -48,28 +48,46 @@ def _index(names: list[str]) -> dict[str, list[tuple[str, str]]]:
     return out
 
 
-def _decode(data: bytes) -> np.ndarray:
+def _decode(item: tuple[str, bytes]) -> np.ndarray:
     from PIL import Image
 
-    with Image.open(io.BytesIO(data)) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    name, data = item
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except (OSError, ValueError, SyntaxError) as e:  # PIL's ways of saying "not an image I can read"
+        raise UserError(f"cannot decode image {name}: {e}") from None
 
 
-def read_image_folder(path: Path) -> tuple[Splits, tuple[str, ...]]:
-    """Read ``<split>/<class>/<file>`` from a ZIP file or a directory."""
+def _layout(path: Path):
+    """(index by split, read(name) -> bytes) of a ZIP or folder; one-line errors for a wrong layout."""
     if not path.exists():
         raise UserError(f"data path not found: {path}")
     if path.is_file():
         if not zipfile.is_zipfile(path):
             raise UserError(f"data path is neither a folder nor a ZIP file: {path}")
-        zf = zipfile.ZipFile(path)
-        index = _index(zf.namelist())
+        try:
+            zf = zipfile.ZipFile(path)
+            index = _index(zf.namelist())
+        except (zipfile.BadZipFile, OSError) as e:
+            raise UserError(f"cannot read ZIP file {path}: {e}") from None
         read = zf.read
     else:
         index = _index([str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()])
         read = lambda name: (path / name).read_bytes()  # noqa: E731
     if "train" not in index or "test" not in index:
         raise UserError(f"{path} must hold train/<class>/<file> and test/<class>/<file> images")
+    return index, read
+
+
+def check_image_folder(path: Path) -> None:
+    """The cheap part of ``read_image_folder``: the path exists and has the layout (nothing decoded)."""
+    _layout(path)
+
+
+def read_image_folder(path: Path) -> tuple[Splits, tuple[str, ...]]:
+    """Read ``<split>/<class>/<file>`` from a ZIP file or a directory."""
+    index, read = _layout(path)
     class_names = tuple(sorted({c for c, _ in index["train"]}))
     class_id = {c: i for i, c in enumerate(class_names)}
     splits: Splits = {}
@@ -78,7 +96,7 @@ def read_image_folder(path: Path) -> tuple[Splits, tuple[str, ...]]:
         unknown = {c for c, _ in items} - set(class_id)
         if unknown:
             raise UserError(f"{path}: test classes not in train: {sorted(unknown)[:3]}")
-        blobs = [read(name) for _, name in items]  # zip reads are not thread-safe
+        blobs = [(name, read(name)) for _, name in items]  # zip reads are not thread-safe
         with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
             images = list(pool.map(_decode, blobs, chunksize=512))
         shapes = {im.shape for im in images}

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
-from scaling.errors import cli_main
+from scaling.errors import OneLineParser, cli_main
 
 
 def rows(family: str | None = None, num_classes: int = 10) -> list[dict]:
@@ -41,7 +40,7 @@ def rows(family: str | None = None, num_classes: int = 10) -> list[dict]:
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python -m scaling.models",
         description="List registered models: parameters and training FLOPs per example "
         "(FLOP = 2 x MAC, forward + backward) at each model's default resolution.",

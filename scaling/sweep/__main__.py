@@ -13,16 +13,11 @@ import signal
 import sys
 from pathlib import Path
 
-from scaling.errors import UserError, cli_main
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit 2 (argparse's default prints the usage too)
-        raise UserError(f"{message} (see --help)")
+from scaling.errors import OneLineParser, UserError, cli_main
 
 
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = OneLineParser(
         prog="python -m scaling.sweep",
         description=__doc__.split("\n\n")[1].replace("\n", " "),
         epilog="Study configs: experiments/*.py define get_config() -> dict of StudyConfig fields "
@@ -74,6 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     cfg = study.apply_overrides(
         study.load(args.config), families=args.families, batch_size=args.batch_size, seed=args.seed, data=args.data
     ).validate()
+    from scaling.data import check_source
+    from scaling.sweep import state
+
+    study.check_models(cfg)
+    check_source(cfg.dataset, cfg.data_source)
+    state.check_workdir(Path(args.workdir))  # every input checked: only now may the study claim it
     opts = runner.Options(
         budget=budget, workdir=Path(args.workdir), executor=args.executor, ray_address=args.ray_address,
         dry_run=args.dry_run, json=args.json, quiet=args.quiet,

@@ -27,7 +27,8 @@ def fmt_duration(seconds: float) -> str:
 
 
 class Progress:
-    def __init__(self, budget: float, stream: TextIO = sys.stderr, enabled: bool = True):
+    def __init__(self, budget: float, stream: TextIO | None = None, enabled: bool = True):
+        stream = stream or sys.stderr  # looked up now, not when this module was imported
         self.budget, self.stream, self.enabled = budget, stream, enabled
         self.bar = None
         self.t0 = time.monotonic()

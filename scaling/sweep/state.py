@@ -24,6 +24,7 @@ import contextlib
 import fcntl
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -134,11 +135,40 @@ def study_lock(workdir: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def check_workdir(workdir: Path) -> None:
+    """Refuse, before anything is written, a workdir that is not (or cannot become) this
+    sweep's: a file, an unwritable place, or a folder holding anything but a study."""
+    workdir = Path(workdir)
+    if not str(workdir).strip():
+        raise UserError("--workdir must be a directory path, got ''")
+    if workdir.exists():
+        if not workdir.is_dir():
+            raise UserError(f"workdir {workdir} is a file, not a directory")
+        if not (workdir / "study.json").exists():
+            if (workdir / "config.json").exists() or (workdir / "result.json").exists():
+                raise UserError(f"workdir {workdir} holds a training run, not a study; use another --workdir")
+            foreign = sorted(p.name for p in workdir.iterdir())
+            if foreign:
+                raise UserError(f"workdir {workdir} is not empty and holds no study "
+                                f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); use another --workdir")
+        target = workdir
+    else:
+        target = workdir.parent
+        while not target.exists() and target != target.parent:
+            target = target.parent
+        if not target.is_dir():
+            raise UserError(f"workdir {workdir} cannot be created: {target} is a file")
+    try:  # a probe that leaves nothing behind (permissions alone miss read-only mounts and root)
+        os.rmdir(tempfile.mkdtemp(dir=target, prefix=".scaling-probe-"))
+    except OSError as e:
+        raise UserError(f"workdir {workdir} is not writable ({target}: {e.strerror})") from None
+
+
 def claim_workdir(workdir: Path, identity: dict, config: dict) -> bool:
     """Record the study identity in a new workdir, or check it matches. True if new."""
     workdir = Path(workdir)
-    if workdir.exists() and not workdir.is_dir():
-        raise UserError(f"workdir {workdir} is not a directory")
+    check_workdir(workdir)
+    _check_identity(workdir, read_json(workdir / "study.json"), identity)  # before the lock file is made
     with study_lock(workdir):
         existing = read_json(workdir / "study.json")
         if existing is None:
@@ -146,13 +176,19 @@ def claim_workdir(workdir: Path, identity: dict, config: dict) -> bool:
                 raise UserError(f"workdir {workdir} has trials but no study.json; refusing to adopt it")
             write_json(workdir / "study.json", {"identity": identity, "config": config})
             return True
-        have = existing.get("identity", {})
-        if have != identity:
-            raise UserError(
-                f"workdir {workdir} belongs to study {have.get('name')!r} (hash {have.get('hash')}), "
-                f"not {identity['name']!r} (hash {identity['hash']}); use another --workdir"
-            )
+        _check_identity(workdir, existing, identity)
         return False
+
+
+def _check_identity(workdir: Path, existing: dict | None, identity: dict) -> None:
+    if existing is None:
+        return
+    have = existing.get("identity", {})
+    if have != identity:
+        raise UserError(
+            f"workdir {workdir} belongs to study {have.get('name')!r} (hash {have.get('hash')}), "
+            f"not {identity['name']!r} (hash {identity['hash']}); use another --workdir"
+        )
 
 
 class Paths:

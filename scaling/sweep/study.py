@@ -27,6 +27,10 @@ from scaling.errors import UserError
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
 
 
+# TrainConfig fields a study sets for each trial (not overridable).
+PLANNED_FIELDS = frozenset({"model", "epochs", "steps", "seed", "lr", "batch_size"})
+
+
 @dataclasses.dataclass
 class StudyConfig:
     name: str = "study"
@@ -98,8 +102,35 @@ class StudyConfig:
         if not 0 < self.plan_fraction <= self.fill_fraction <= 1:
             raise UserError("need 0 < plan_fraction <= fill_fraction <= 1, got "
                             f"{self.plan_fraction} and {self.fill_fraction}")
+        if not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**32 for s in self.seeds):
+            raise UserError(f"seeds must be integers in [0, 2^32), got {self.seeds}")
+        if not (_positive(self.band_width) and _positive(self.lr_size_factor)):
+            raise UserError("band_width and lr_size_factor must be positive numbers")
+        if self.lr_base is not None and not _positive(self.lr_base):
+            raise UserError(f"lr_base must be a positive number, got {self.lr_base!r}")
+        self._check_train_fields()
         self.epochs = sorted(float(e) for e in self.epochs)
         return self
+
+    def _check_train_fields(self) -> None:
+        """The fields every trial inherits, and ``train_overrides``, by the trainer's own rules."""
+        from scaling.config import TrainConfig, check_fields
+
+        if not isinstance(self.train_overrides, dict):
+            raise UserError(f"train_overrides must be a dict, got {type(self.train_overrides).__name__}")
+        planned = sorted(set(self.train_overrides) & PLANNED_FIELDS)
+        if planned:
+            raise UserError(f"train_overrides may not set {', '.join(planned)}: the study plans them")
+        names = {f.name for f in dataclasses.fields(TrainConfig)}
+        unknown = sorted(set(self.train_overrides) - names)
+        if unknown:
+            raise UserError(f"train_overrides: unknown training fields: {', '.join(unknown)}")
+        try:
+            check_fields(TrainConfig(dataset=self.dataset, data_source=self.data_source, val_size=self.val_size,
+                                     image_size=self.image_size, batch_size=self.batch_size,
+                                     compute_dtype=self.compute_dtype, **self.train_overrides))
+        except UserError as e:
+            raise UserError(f"study config: {e}".replace("--", "", 1)) from None
 
 
 def _positive(x: Any) -> bool:
