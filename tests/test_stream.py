@@ -320,3 +320,38 @@ def test_tfds_not_prepared_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
     with pytest.raises(UserError, match="not available offline"):
         open_stream("mnist", "tfds")
+
+
+def test_uniform_zip_summary_selection_and_read_splits(cifar10_path, tmp_path):
+    """Native 32 px CIFAR-10 images: one size, so the rule keeps them in memory
+    unless the cap is too small; an ArrayRecord copy reads back into memory exactly."""
+    from scaling.data import sources
+
+    zpath = tmp_path / "small.zip"
+    with zipfile.ZipFile(cifar10_path) as src, zipfile.ZipFile(zpath, "w") as dst:
+        names = sorted(n for n in src.namelist() if n.count("/") == 2 and not n.endswith("/"))
+        for split, k in (("train", 30), ("test", 10)):
+            in_split = [n for n in names if n.startswith(split + "/")]
+            for n in in_split[:: len(in_split) // k][:k]:  # spread over all classes
+                dst.writestr(n, src.read(n))
+    src = records.open_source(str(zpath))
+    s = src.summary()
+    assert s.shape == (32, 32, 3) and s.decoded_bytes == 40 * 32 * 32 * 3
+    assert selection.choose_pipeline(s, 1 << 20).pipeline == "memory"
+    early = src.summary(stop_above_bytes=10_000)  # stops reading headers once over the cap
+    assert selection.choose_pipeline(early, 10_000).pipeline == "stream"
+    convert.convert(zpath, tmp_path / "ar", progress=False)
+    splits, names_ = records.read_splits(records.open_source(str(tmp_path / "ar")))
+    ref, ref_names = sources.read_image_folder(zpath)
+    assert names_ == ref_names
+    for split in ("train", "test"):
+        np.testing.assert_array_equal(splits[split][0], ref[split][0])
+        np.testing.assert_array_equal(splits[split][1], ref[split][1])
+
+
+def test_tfds_missing_is_a_user_error(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)
+    with pytest.raises(UserError, match="TFDS is not installed"):
+        open_stream("cifar10", "tfds")

@@ -178,6 +178,25 @@ class Source:
         return _scan_headers(self.splits, stop_above_bytes)
 
 
+def read_splits(source: Source) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], tuple[str, ...]]:
+    """Decode every image of ``source`` into ``{split: (images, labels)}`` for the
+    in-memory path (what ``sources.read_image_folder`` gives for a folder), e.g. for
+    a converted ArrayRecord folder that the selection rule puts in memory."""
+    from scaling.data.preprocess import decode_rgb
+
+    out = {}
+    for split, records in source.splits.items():
+        images, labels = [], np.empty(len(records), np.int32)
+        for i in range(len(records)):
+            data, labels[i], name = records[i]
+            images.append(decode_rgb(data, name))
+            if images[-1].shape != images[0].shape:
+                raise UserError(f"{source.location}: images of different sizes ({images[0].shape[:2]} and "
+                                f"{images[-1].shape[:2]} at {name}); use the streaming pipeline")
+        out[split] = (np.stack(images), labels)
+    return out, source.class_names
+
+
 def _scan_headers(splits: dict, stop_above_bytes: int | None) -> Summary:
     from scaling.data.preprocess import open_image
 
