@@ -69,7 +69,8 @@ class Law:
         """log L at new inputs from public parameters (arrays broadcast: (B,) x (n,) -> (B, n))."""
         p = {k: np.asarray(v, float)[..., None] for k, v in params.items()}
         x = [np.log(np.asarray(columns[c], float))[None, :] for c in self.inputs]
-        with np.errstate(divide="ignore"):  # E = 0 (a floor at its bound) is log E = -inf
+        # E = 0 (a floor at its bound) is log E = -inf; unusable bootstrap rows are nan
+        with np.errstate(divide="ignore", invalid="ignore"):
             return self._log_predict(p, x)
 
     def _log_predict(self, p: dict, x: list) -> np.ndarray:

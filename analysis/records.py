@@ -7,8 +7,11 @@ the D of the parametric law; CSV alias ``tokens``), ``epochs``, ``family``,
 so any of them can be the x-axis.
 
 Runs whose status is not ``done`` (diverged, failed), unreadable records and
-runs without a finite positive loss are excluded and counted, never silently
-dropped. Several runs of one (model, epochs) cell that differ in learning rate
+study runs without a finite positive loss are excluded and counted, never
+silently dropped. A CSV is the user's own table, so it is held to more: a
+file that is not UTF-8 text, a row with more fields than the header, text in
+a numeric column, or a ``done`` row whose loss or compute is missing, NaN,
+zero or negative is an error naming the file and line (``source`` column). Several runs of one (model, epochs) cell that differ in learning rate
 are an LR sweep: ``best_per_cell`` keeps the one with the lowest validation
 loss, since the laws describe tuned runs.
 """
@@ -28,7 +31,9 @@ from scaling.errors import UserError
 STUDY_DEFAULT_X = "accelerator_hours"
 CSV_DEFAULT_X = "compute"
 _ALIASES = {"tokens": "examples", "examples_seen": "examples", "val_loss": "loss"}
-_TEXT = ("family", "model", "status", "dataset", "device_kind", "schema", "version")
+_TEXT = ("family", "model", "status", "dataset", "device_kind", "schema", "version", "source", "input")
+# columns that must be positive where a CSV gives them (they are logged by the laws)
+POSITIVE = ("params", "examples", "epochs", "unique_examples", "train_size")
 
 
 @dataclasses.dataclass
@@ -37,6 +42,7 @@ class Table:
     excluded: collections.Counter  # reason -> count
     kinds: set  # {"study", "csv"}
     lr_duplicates: int = 0
+    unreadable: list = dataclasses.field(default_factory=list)  # paths of result.json files that could not be read
 
     def __len__(self) -> int:
         return len(self.columns["loss"])
@@ -50,16 +56,23 @@ class Table:
         return bool(np.isfinite(col).any())
 
     def subset(self, mask: np.ndarray) -> "Table":
-        return Table({k: v[mask] for k, v in self.columns.items()}, self.excluded, self.kinds, self.lr_duplicates)
+        return dataclasses.replace(self, columns={k: v[mask] for k, v in self.columns.items()})
+
+    def from_csv(self) -> np.ndarray:
+        """Rows that came from a CSV file (held to the strict checks)."""
+        return self.columns["input"] == "csv"
 
 
-def _study_rows(root: Path, excluded: collections.Counter) -> list[dict]:
+def _study_rows(root: Path, excluded: collections.Counter, unreadable: list) -> list[dict]:
     rows = []
     for path in sorted(root.rglob("result.json")):
         try:
-            rec = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
+            rec = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(rec, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
             excluded["unreadable result.json"] += 1
+            unreadable.append(str(path))
             continue
         status = rec.get("status", "done")
         if status != "done":
@@ -69,43 +82,78 @@ def _study_rows(root: Path, excluded: collections.Counter) -> list[dict]:
         row["loss"] = rec.get("val_loss")
         row["examples"] = rec.get("examples_seen")
         row["run_dir"] = str(path.parent)
+        row["source"], row["input"] = str(path), "study"
         rows.append(row)
     return rows
 
 
 def _csv_rows(path: Path, excluded: collections.Counter) -> list[dict]:
-    with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        fields = [f.strip() for f in reader.fieldnames or []]
-        rows = []
-        for raw in reader:
-            row = {_ALIASES.get(k.strip(), k.strip()): (v.strip() if isinstance(v, str) else v) for k, v in raw.items() if k}
-            if row.get("status", "done") not in ("done", ""):
-                excluded[f"status {row['status']}"] += 1
-                continue
-            rows.append(row)
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            fields = [f.strip() for f in reader.fieldnames or []]
+            rows = []
+            for raw in reader:
+                where = f"{path} line {reader.line_num}"
+                if None in raw:
+                    raise UserError(f"{where}: {len(fields) + len(raw[None])} fields, the header has {len(fields)}")
+                row = {_ALIASES.get(k.strip(), k.strip()): (v.strip() if isinstance(v, str) else v) for k, v in raw.items()}
+                if row.get("status", "done") not in ("done", ""):
+                    excluded[f"status {row['status']}"] += 1
+                    continue
+                row["source"], row["input"] = where, "csv"
+                rows.append(row)
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not a UTF-8 text CSV file (undecodable byte at offset {e.start})") from None
+    except csv.Error as e:
+        raise UserError(f"{path} line {reader.line_num}: not a readable CSV row ({e})") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror or e})") from None
     if "loss" not in {_ALIASES.get(f, f) for f in fields}:
         raise UserError(f"{path}: CSV has no 'loss' column (columns: {', '.join(fields) or 'none'})")
     return rows
 
 
-def _to_float(v) -> float:
+def _number(v) -> float | None:
+    """float(v), nan for a missing value, None for text that is not a number."""
+    if v is None or (isinstance(v, str) and v.strip() == ""):
+        return float("nan")
+    if isinstance(v, bool):
+        return float(v)
     try:
         return float(v)
     except (TypeError, ValueError):
-        return float("nan")
+        return None
+
+
+def _check_csv_values(name: str, vals: list, rows: list[dict]) -> None:
+    """Text in a numeric CSV column, or a non-positive value of a positive one: error naming file and line."""
+    for v, r in zip(vals, rows):
+        if r["input"] != "csv":
+            continue
+        x = _number(v)
+        if x is None:
+            raise UserError(f"{r['source']}: column {name!r} holds {v!r}, not a number")
+        must = name == "loss" or name == "compute" or name in POSITIVE
+        if name in ("loss", "compute") and not np.isfinite(x):
+            what = "missing" if v in (None, "") else f"{v!r}"
+            raise UserError(f"{r['source']}: {name} is {what}; a finite positive number is needed "
+                            "(mark failed runs with a 'status' column)")
+        if must and np.isfinite(x) and x <= 0:
+            raise UserError(f"{r['source']}: {name} is {v!r}; it must be positive")
 
 
 def load(paths: list[str | Path]) -> Table:
     """Read study directories and CSV files into one table."""
     excluded: collections.Counter = collections.Counter()
+    unreadable: list[str] = []
     rows: list[dict] = []
     kinds = set()
     for p in map(Path, paths):
         if not p.exists():
             raise UserError(f"{p}: no such file or directory")
         if p.is_dir():
-            found = _study_rows(p, excluded)
+            found = _study_rows(p, excluded, unreadable)
             if not found and not excluded:
                 raise UserError(f"{p}: no result.json below this directory")
             rows += found
@@ -119,21 +167,27 @@ def load(paths: list[str | Path]) -> Table:
         vals = [r.get(name) for r in rows]
         if name in _TEXT or name == "run_dir":
             cols[name] = np.array(["" if v is None else str(v) for v in vals], dtype=object)
+            continue
+        nums = [_number(v) for v in vals]
+        if any(x is not None and np.isfinite(x) for x in nums) or all(v in (None, "") for v in vals):
+            _check_csv_values(name, vals, rows)
+            cols[name] = np.array([np.nan if x is None else x for x in nums])
         else:
-            num = np.array([_to_float(v) for v in vals])
-            if np.isfinite(num).any() or all(v in (None, "") for v in vals):
-                cols[name] = num
-            else:
-                cols[name] = np.array(["" if v is None else str(v) for v in vals], dtype=object)
+            cols[name] = np.array(["" if v is None else str(v) for v in vals], dtype=object)
+    if "csv" in kinds and "loss" in cols and cols["loss"].dtype == object:
+        _check_csv_values("loss", [r.get("loss") for r in rows], rows)
     cols.setdefault("loss", np.array([]))
-    table = Table(cols, excluded, kinds)
+    for name in ("source", "input"):
+        cols.setdefault(name, np.array([], dtype=object))
+    table = Table(cols, excluded, kinds, unreadable=unreadable)
     bad = ~(np.isfinite(table.columns["loss"]) & (table.columns["loss"] > 0))
     if bad.any():
         excluded["non-finite or non-positive loss"] += int(bad.sum())
         table = table.subset(~bad)
     if len(table) == 0:
         why = ", ".join(f"{v} {k}" for k, v in sorted(excluded.items())) or "no runs found"
-        raise UserError(f"0 usable run(s) ({why}); at least 3 are needed to fit a law")
+        first = f"; e.g. {unreadable[0]} is not a readable JSON record" if unreadable else ""
+        raise UserError(f"0 usable run(s) ({why}{first}); at least 3 are needed to fit a law")
     return table
 
 
@@ -147,8 +201,14 @@ def select_x(table: Table, x: str | None) -> tuple[Table, str]:
         raise UserError(f"no numeric column {x!r} in the runs (numeric columns: {have or 'none'})")
     cols = dict(table.columns)
     cols["compute"] = col
-    t = Table(cols, table.excluded, table.kinds, table.lr_duplicates)
+    t = dataclasses.replace(table, columns=cols)
     bad = ~(np.isfinite(col) & (col > 0))
+    csv_bad = bad & t.from_csv()
+    if csv_bad.any():
+        i = int(np.flatnonzero(csv_bad)[0])
+        v = col[i]
+        what = "missing" if np.isnan(v) else f"{v:g}"
+        raise UserError(f"{t.columns['source'][i]}: {x} is {what}; the x column must be a finite positive number")
     if bad.any():
         t.excluded[f"missing or non-positive {x}"] += int(bad.sum())
         t = t.subset(~bad)

@@ -326,6 +326,7 @@ def analyse(
         "groups": {r.name: r.report for r in results},
         "excluded": dict(table.excluded),
         "lr_trials_dropped": table.lr_duplicates,
+        **({"unreadable": list(table.unreadable)} if table.unreadable else {}),
         "selection": "per (model, epochs) the run with the lowest validation loss is kept (LR tuned per epoch budget)",
     }
     comps = compute_multiplier([r for r in results if r.frontier_law is not None])

@@ -8,18 +8,19 @@ summary, or with --json exactly one JSON document; --out writes the plots.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
+import os
 import sys
+from pathlib import Path
 
-from scaling.errors import UserError, cli_main
+from scaling.errors import OneLineParser, UserError, cli_main
 
 LAWS = ("power", "saturating", "parametric", "isoflop")
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def _parser() -> OneLineParser:
+    p = OneLineParser(
         prog="python -m scaling.fit",
         description=__doc__.split("\n\n")[0],
         epilog=(
@@ -85,6 +86,8 @@ def _summary(doc: dict, x: str) -> str:
     lines.append(
         "excluded runs: " + (", ".join(f"{v} {k}" for k, v in sorted(exc.items())) if exc else "none")
     )
+    for path in doc.get("unreadable") or []:
+        lines.append(f"unreadable record (excluded): {path}")
     lines.append(f"LR trials dropped: {doc['lr_trials_dropped']} ({doc['selection']})")
     for name, g in doc["groups"].items():
         lines.append(f"\n== {name}: {g['n_points']} runs, {g.get('n_frontier', '?')} on the frontier ==")
@@ -137,17 +140,41 @@ def _summary(doc: dict, x: str) -> str:
     return "\n".join(lines)
 
 
-@cli_main
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def _check_out(out: str) -> None:
+    """--out must be a directory or creatable as one; checked before anything is read or written."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"--out {out}: exists and is not a directory")
+    parent = path
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"--out {out}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"--out {out}: {parent} is not writable")
+
+
+def _check_args(args) -> list[str]:
+    """Every flag validated before any input is read or output written; returns the plot formats."""
     if args.law is not None and args.law not in LAWS:
         raise UserError(f"unknown law {args.law!r}; choose one of {', '.join(LAWS)}")
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
     bad = [f for f in formats if f not in ("png", "svg", "pdf")]
-    if bad:
-        raise UserError(f"unknown plot format {bad[0]!r}; choose from png, svg, pdf")
+    if bad or not formats:
+        raise UserError(f"unknown plot format {(bad or [args.format])[0]!r}; choose from png, svg, pdf")
     if args.bootstrap < 0:
         raise UserError("--bootstrap must be >= 0")
+    if args.predict is not None and not (math.isfinite(args.predict) and args.predict > 0):
+        raise UserError(f"--predict {args.predict:g}: the budget must be a finite positive number (units of --x)")
+    if args.out is not None:
+        _check_out(args.out)
+    return formats
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    formats = _check_args(args)
 
     from analysis import records, study
 
@@ -159,21 +186,23 @@ def main(argv: list[str] | None = None) -> int:
         table, group_by=group_by, law=args.law, n_boot=args.bootstrap, predict=args.predict, seed=args.seed
     )
     doc = _clean({"x": x, **doc})
+    text = None if args.json else _summary(doc, x)  # rendered before anything is written
     if args.out:
         import matplotlib
 
         matplotlib.use("Agg")
-        from pathlib import Path
-
         from analysis import plots
 
-        paths = plots.save_all(results, x, args.out, formats, extend=args.predict)
-        (Path(args.out) / "fit.json").write_text(json.dumps(doc, indent=2))
+        try:
+            paths = plots.save_all(results, x, args.out, formats, extend=args.predict)
+            (Path(args.out) / "fit.json").write_text(json.dumps(doc, indent=2))
+        except OSError as e:
+            raise UserError(f"--out {args.out}: cannot write ({e.strerror or e})") from None
         doc["plots"] = [str(p) for p in paths]
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
-        print(_summary(doc, x))
+        print(text)
         if args.out:
             print(f"\nwrote {len(doc['plots'])} plot file(s) and fit.json to {args.out}")
     return 0

@@ -33,10 +33,15 @@ def test_study_tree_is_walked_and_bad_runs_counted(tmp_path):
 
 def test_csv_aliases_and_missing_x(tmp_path):
     p = tmp_path / "r.csv"
-    p.write_text("compute,loss,params,tokens\n1,3,10,100\n2,2.5,10,200\n4,0,10,400\n")
+    p.write_text("compute,loss,params,tokens,status\n1,3,10,100,done\n2,2.5,10,200,\n4,,10,400,diverged\n")
     t = records.load([p])
-    assert len(t) == 2 and t.excluded == {"non-finite or non-positive loss": 1}
+    assert len(t) == 2 and t.excluded == {"status diverged": 1}  # a failed row says so in 'status'
     assert t.columns["examples"].tolist() == [100.0, 200.0]
+    assert t.columns["source"].tolist() == [f"{p} line 2", f"{p} line 3"]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("compute,loss\n1,3\n4,0\n")  # a zero loss in a done row is an error, not a silent drop
+    with pytest.raises(UserError, match="bad.csv line 3: loss is '0'"):
+        records.load([bad])
     with pytest.raises(UserError, match="no numeric column 'train_flops'"):
         records.select_x(t, "train_flops")
 

@@ -155,3 +155,147 @@ def test_plot_axes_state_units_and_flop_convention(study):
     assert sum(lbl.startswith(("nfnet: L =", "vit: L =")) for lbl in labels) == 2
     assert len(ax.collections) >= 2 + 2  # 2 scatter clouds + 2 bands
     plt.close(fig)
+
+
+# ---- bad inputs: one line, exit 2, nothing written (issue 20) ----------------------------
+
+GOOD_ROWS = "compute,loss,params\n1,3,10\n2,2.5,20\n4,2.2,40\n8,2,80\n"
+
+
+def _bad_inputs(root: Path) -> dict[str, Path]:
+    """Files a careless user might point the fit at: each a different kind of wrong."""
+    files = {
+        "good": GOOD_ROWS,
+        "nan_compute": "compute,loss\n1,3\nnan,2.5\n4,2\n",
+        "negative_compute": "compute,loss\n1,3\n-2,2.5\n4,2\n",
+        "zero_compute": "compute,loss\n1,3\n0,2.5\n4,2\n",
+        "empty_compute": "compute,loss\n1,3\n,2.5\n4,2\n",
+        "nan_loss": "compute,loss\n1,3\n2,NaN\n4,2\n",
+        "inf_loss": "compute,loss\n1,3\n2,inf\n4,2\n",
+        "negative_loss": "compute,loss\n1,3\n2,-2.5\n4,2\n",
+        "zero_loss": "compute,loss\n1,3\n2,0\n4,2\n",
+        "empty_loss": "compute,loss\n1,3\n2,\n4,2\n",
+        "text_loss": "compute,loss\n1,3\n2,two\n4,2\n",
+        "text_compute": "compute,loss\n1,3\n2h,2.5\n4,2\n",
+        "text_params": "compute,loss,params\n1,3,10\n2,2.5,1M\n4,2,40\n",
+        "negative_params": "compute,loss,params\n1,3,10\n2,2.5,-20\n4,2,40\n",
+        "extra_field": "compute,loss\n1,3\n2,2.5,7\n4,2\n",
+        "empty_file": "",
+        "header_only": "compute,loss\n",
+        "no_loss": "compute,acc\n1,0.5\n2,0.6\n4,0.7\n",
+        "two_rows": "compute,loss\n1,3\n2,2.5\n",
+        "nul_byte": "compute,loss\n1,3\n2,2\x005\n4,2\n",
+    }
+    paths = {}
+    for name, text in files.items():
+        paths[name] = root / f"{name}.csv"
+        paths[name].write_text(text)
+    paths["binary_csv"] = root / "binary.csv"
+    paths["binary_csv"].write_bytes(bytes(range(128, 256)) * 4)
+    for name, payload in (("binary_json", bytes(range(128, 256)) * 4), ("list_json", b"[1, 2]"), ("broken_json", b"{")):
+        (root / name).mkdir()
+        (root / name / "result.json").write_bytes(payload)
+        paths[name] = root / name
+    (root / "empty_dir").mkdir()
+    paths["empty_dir"] = root / "empty_dir"
+    paths["a_file"] = root / "a_file"
+    paths["a_file"].write_text("not a directory\n")
+    return paths
+
+
+# (arguments with {placeholders} for the files above, a word the message must contain)
+BAD_CASES = [
+    ("{good} --predict 0", "--predict 0"),
+    ("{good} --predict -1", "--predict -1"),
+    ("{good} --predict nan", "--predict nan"),
+    ("{good} --predict inf", "--predict inf"),
+    ("{good} --predict=-inf", "finite positive"),
+    ("{good} --predict abc", "invalid float value"),
+    ("{good} --out {a_file}", "is not a directory"),
+    ("{good} --out {a_file}/sub", "is not a directory"),
+    ("{good} --json --out {a_file}", "is not a directory"),
+    ("{binary_csv}", "not a UTF-8 text CSV"),
+    ("{binary_json}", "binary_json/result.json is not a readable JSON record"),
+    ("{list_json}", "is not a readable JSON record"),
+    ("{broken_json}", "is not a readable JSON record"),
+    ("{empty_dir}", "no result.json below"),
+    ("{nan_compute}", "nan_compute.csv line 3: compute"),
+    ("{negative_compute}", "negative_compute.csv line 3: compute"),
+    ("{zero_compute}", "zero_compute.csv line 3: compute"),
+    ("{empty_compute}", "empty_compute.csv line 3: compute is missing"),
+    ("{nan_loss}", "nan_loss.csv line 3: loss"),
+    ("{inf_loss}", "inf_loss.csv line 3: loss"),
+    ("{negative_loss}", "negative_loss.csv line 3: loss"),
+    ("{zero_loss}", "zero_loss.csv line 3: loss"),
+    ("{empty_loss}", "empty_loss.csv line 3: loss is missing"),
+    ("{text_loss}", "text_loss.csv line 3: column 'loss' holds 'two'"),
+    ("{text_compute}", "text_compute.csv line 3: column 'compute' holds '2h'"),
+    ("{text_params}", "text_params.csv line 3: column 'params' holds '1M'"),
+    ("{negative_params}", "negative_params.csv line 3: params"),
+    ("{extra_field}", "extra_field.csv line 3: 3 fields, the header has 2"),
+    ("{nul_byte}", "nul_byte.csv line"),
+    ("{empty_file}", "no 'loss' column"),
+    ("{header_only}", "0 usable run(s)"),
+    ("{no_loss}", "no 'loss' column"),
+    ("{two_rows}", "at least 3"),
+    ("{good} {nan_loss}", "nan_loss.csv line 3"),
+    ("{good} --x train_flops", "no numeric column 'train_flops'"),
+    ("{good} --group-by arch", "no column 'arch'"),
+    ("{good} --law cubic", "unknown law 'cubic'"),
+    ("{good} --law parametric", "needs 'params' and 'examples'"),
+    ("{good} --format jpg", "unknown plot format 'jpg'"),
+    ("{good} --format ,", "unknown plot format"),
+    ("{good} --bootstrap -1", "--bootstrap must be >= 0"),
+    ("{good} --bootstrap many", "invalid int value"),
+    ("{good} --seed x", "invalid int value"),
+    ("{good} --no-such-flag", "unrecognized arguments"),
+    ("{root}/nope.csv", "no such file or directory"),
+    ("", "the following arguments are required"),
+]
+
+
+def _snapshot(root: Path) -> dict:
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
+
+
+@pytest.mark.parametrize("argline, word", BAD_CASES, ids=[c[0] or "no-arguments" for c in BAD_CASES])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, argline, word, capsys):
+    paths = {k: str(v) for k, v in _bad_inputs(tmp_path).items()}
+    argv = argline.format(root=tmp_path, **paths).split()
+    if "--out" not in argv:
+        argv += ["--out", str(tmp_path / "plots")]  # must not be created either
+    before = _snapshot(tmp_path)
+    assert fit_cli.main([*argv, "--bootstrap", "0"] if "--bootstrap" not in argv else argv) == 2
+    err = capsys.readouterr().err
+    assert word in err and len(err.strip().splitlines()) <= 2 and "Traceback" not in err, err
+    assert err.startswith("error: ")
+    assert _snapshot(tmp_path) == before, "a refused command wrote something"
+
+
+def test_enough_bad_inputs_are_tried():
+    assert len(BAD_CASES) >= 40
+
+
+@pytest.mark.parametrize("argline, word", [c for c in BAD_CASES if c[0] in (
+    "{good} --predict 0", "{binary_csv}", "{binary_json}", "{text_loss}", "{good} --out {a_file}", "{good} --predict abc",
+)])
+def test_bad_input_through_a_real_process(tmp_path, argline, word):
+    paths = {k: str(v) for k, v in _bad_inputs(tmp_path).items()}
+    before = _snapshot(tmp_path)
+    argv = argline.format(root=tmp_path, **paths).split()
+    r = run_cli(*argv, *([] if "--out" in argv else ["--out", tmp_path / "plots"]))
+    assert r.returncode == 2 and word in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert r.stdout == "" and _snapshot(tmp_path) == before
+
+
+def test_unreadable_record_beside_good_ones_is_excluded_and_named(study, tmp_path, capsys):
+    import shutil
+
+    tree = tmp_path / "study"
+    shutil.copytree(study, tree)
+    (tree / "junk").mkdir()
+    (tree / "junk" / "result.json").write_bytes(bytes(range(128, 256)))
+    assert fit_cli.main([str(tree), "--bootstrap", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "1 unreadable result.json" in out and f"unreadable record (excluded): {tree / 'junk' / 'result.json'}" in out

@@ -77,3 +77,13 @@ def test_the_block_says_not_identified_where_the_fit_does():
     assert block.count("**not identified**") == sum(
         not g[k]["identified"] for g in doc["groups"].values() for k in ("optimal_params", "optimal_epochs")
     )
+
+
+def test_text_predict_on_the_degenerate_vit_fit_does_not_crash(capsys):
+    """Issue 30: text-mode --predict on the reference ViT group crashed (TypeError on a degenerate fit)."""
+    from scaling import fit
+
+    assert fit.main([str(RESULTS), "--law", "power", "--predict", "1", "--bootstrap", "20"]) == 0
+    out = capsys.readouterr().out
+    vit = out[out.index("== vit"):]
+    assert "params = 0" in vit and "NOT IDENTIFIED" in vit and "epochs = n/a" in vit
