@@ -11,9 +11,10 @@ study runs without a finite positive loss are excluded and counted, never
 silently dropped. A CSV is the user's own table, so it is held to more: a
 file that is not UTF-8 text, a row with more fields than the header, text in
 a numeric column, or a ``done`` row whose loss or compute is missing, NaN,
-zero or negative is an error naming the file and line (``source`` column). Several runs of one (model, epochs) cell that differ in learning rate
-are an LR sweep: ``best_per_cell`` keeps the one with the lowest validation
-loss, since the laws describe tuned runs.
+zero or negative is an error naming the file and line (``source`` column).
+
+``best_per_cell`` turns runs into cells (analysis.cells): seeds averaged, the
+best learning rate kept.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class Table:
     excluded: collections.Counter  # reason -> count
     kinds: set  # {"study", "csv"}
     lr_duplicates: int = 0
+    replicates: int = 0  # runs merged into another cell's point by averaging seeds (analysis.cells)
     unreadable: list = dataclasses.field(default_factory=list)  # paths of result.json files that could not be read
 
     def __len__(self) -> int:
@@ -216,17 +218,7 @@ def select_x(table: Table, x: str | None) -> tuple[Table, str]:
 
 
 def best_per_cell(table: Table) -> Table:
-    """Keep, per (model, epochs) cell, the run with the lowest loss (the tuned LR)."""
-    c = table.columns
-    model = c["model"] if table.has("model") else c.get("params", np.arange(len(table)))
-    dur = c["epochs"] if table.has("epochs") else c.get("examples", np.arange(len(table)))
-    group = c["family"] if table.has("family") else np.full(len(table), "")
-    best: dict = {}
-    for i, key in enumerate(zip(group, model, dur)):
-        if key not in best or c["loss"][i] < c["loss"][best[key]]:
-            best[key] = i
-    keep = np.zeros(len(table), bool)
-    keep[list(best.values())] = True
-    out = table.subset(keep)
-    out.lr_duplicates = int(len(table) - keep.sum())
-    return out
+    """One point per cell: seeds averaged, the best lr kept (see analysis.cells)."""
+    from analysis import cells
+
+    return cells.collapse(table)

@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from analysis import allocation, bootstrap, identify
+from analysis import allocation, bootstrap, cells, identify
 from analysis.compare import compute_multiplier
 from analysis.frontier import frontier_mask
 from analysis.lawfit import LawFit, extrapolation_error, fit_law
@@ -326,8 +326,10 @@ def analyse(
         "groups": {r.name: r.report for r in results},
         "excluded": dict(table.excluded),
         "lr_trials_dropped": table.lr_duplicates,
+        "seeds_averaged": cells.seed_noise(table),
         **({"unreadable": list(table.unreadable)} if table.unreadable else {}),
-        "selection": "per (model, epochs) the run with the lowest validation loss is kept (LR tuned per epoch budget)",
+        "selection": "per cell (every design column: model, params, epochs, examples, data, ...) seeds are "
+        "averaged (geometric mean, variance of log loss kept) and the lr with the lowest loss is kept",
     }
     comps = compute_multiplier([r for r in results if r.frontier_law is not None])
     if comps:

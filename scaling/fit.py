@@ -14,7 +14,8 @@ import os
 import sys
 from pathlib import Path
 
-from scaling.errors import OneLineParser, UserError, cli_main
+from scaling.errors import OneLineParser, UserError
+from scaling.platform.entrypoint import entrypoint
 
 LAWS = ("power", "saturating", "parametric", "isoflop")
 
@@ -24,9 +25,9 @@ def _parser() -> OneLineParser:
         prog="python -m scaling.fit",
         description=__doc__.split("\n\n")[0],
         epilog=(
-            "Runs with status != done are excluded and counted; per (model, epochs) the run with the "
-            "lowest validation loss is kept (the LR is tuned per epoch budget). Intervals are 95%% "
-            "percentile bootstrap intervals over runs."
+            "Runs with status != done are excluded and counted; per cell (model, size, epochs, data, ...) "
+            "seeds are averaged and the LR with the lowest validation loss is kept (the LR is tuned per "
+            "epoch budget). Intervals are 95%% percentile bootstrap intervals over runs."
         ),
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="study workdir (tree of result.json) or CSV file")
@@ -89,6 +90,12 @@ def _summary(doc: dict, x: str) -> str:
     for path in doc.get("unreadable") or []:
         lines.append(f"unreadable record (excluded): {path}")
     lines.append(f"LR trials dropped: {doc['lr_trials_dropped']} ({doc['selection']})")
+    seeds = doc.get("seeds_averaged")
+    if seeds:
+        lines.append(
+            f"seeds averaged: {seeds['cells_with_replicates']} cell(s), {seeds['replicates_averaged']} extra run(s); "
+            f"median seed std of log loss {_g(seeds['median_log_loss_std'], '.3g')}"
+        )
     for name, g in doc["groups"].items():
         lines.append(f"\n== {name}: {g['n_points']} runs, {g.get('n_frontier', '?')} on the frontier ==")
         law = g.get("law")
@@ -171,7 +178,7 @@ def _check_args(args) -> list[str]:
     return formats
 
 
-@cli_main
+@entrypoint
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     formats = _check_args(args)
