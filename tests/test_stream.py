@@ -355,3 +355,31 @@ def test_tfds_missing_is_a_user_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)
     with pytest.raises(UserError, match="TFDS is not installed"):
         open_stream("cifar10", "tfds")
+
+
+def test_loader_benchmark(converted, tmp_path):
+    from scaling.data import loader_bench
+
+    r = loader_bench.measure(open_stream("c", str(converted)), image_size=32, batch_size=16, steps=3, workers=0)
+    assert r["images_per_second"] > 0 and r["rss_end_mib"] > 0 and r["source_kind"] == "arrayrecord"
+    bad = run_cli("scaling.data.loader_bench", str(tmp_path / "missing"))
+    assert bad.returncode == 2 and bad.stderr.strip() == f"error: data path not found: {tmp_path / 'missing'}"
+
+
+def test_device_batches_put_each_batch_on_the_data_sharding(converted):
+    import jax
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+    from scaling.data.feed import device_batches
+
+    sharding = NamedSharding(Mesh(np.array(jax.devices()), ("data",)), P("data"))
+    loader = open_stream("c", str(converted)).train_loader(batch_size=16, seed=1, crop=CROP, workers=0,
+                                                           num_steps=4)
+    host = [loader.batch(s) for s in range(4)]
+    got = list(device_batches(loader, sharding, prefetch=2))
+    assert len(got) == 4
+    for g, h in zip(got, host):
+        assert isinstance(g["image"], jax.Array) and g["image"].sharding == sharding
+        np.testing.assert_array_equal(np.asarray(g["image"]), h["image"])
+        np.testing.assert_array_equal(np.asarray(g["label"]), h["label"])
+        np.testing.assert_array_equal(g["id"], h["id"])  # ids stay on the host

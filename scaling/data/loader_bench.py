@@ -16,7 +16,8 @@ import os
 import sys
 import time
 
-from scaling.errors import UserError, cli_main
+from scaling.errors import UserError
+from scaling.platform.entrypoint import entrypoint
 
 
 def rss_bytes(include_children: bool = True) -> int:
@@ -51,21 +52,23 @@ def measure(data, *, image_size: int = 64, batch_size: int = 256, steps: int = 4
                            prefetch=prefetch, num_steps=steps + 1) as loader:
         next(loader)
         t1 = time.monotonic()
-        rss_warm = rss_bytes()
-        for _ in loader:
-            pass
+        rss_warm = rss_last = rss_peak = rss_bytes()
+        for i, _ in enumerate(loader, 1):
+            if i % 10 == 0 or i == steps:  # with the workers, while they run
+                rss_last = rss_bytes()
+                rss_peak = max(rss_peak, rss_last)
         t2 = time.monotonic()
-        rss_end = rss_bytes()
     return dict(
         images_per_second=steps * batch_size / (t2 - t1),
         first_batch_seconds=t1 - t0,
         steps=steps, batch_size=batch_size, image_size=image_size, workers=loader.workers, threads=threads,
-        rss_start_mib=rss_start / 2**20, rss_warm_mib=rss_warm / 2**20, rss_end_mib=rss_end / 2**20,
+        rss_start_mib=rss_start / 2**20, rss_warm_mib=rss_warm / 2**20, rss_end_mib=rss_last / 2**20,
+        rss_peak_mib=rss_peak / 2**20,
         cpu_count=os.cpu_count(), source_kind=data.source.kind, train_size=data.train_size,
     )
 
 
-@cli_main
+@entrypoint
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m scaling.data.loader_bench",
                                 description="Images/s of the streaming input pipeline on this machine.")
@@ -88,8 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"{r['images_per_second']:.0f} images/s ({r['source_kind']}, {args.image_size} px random-resized crops, "
               f"batch {args.batch_size}, {r['workers']} workers x {r['threads']} threads, {r['cpu_count']} cores); "
-              f"first batch {r['first_batch_seconds']:.1f} s; RSS {r['rss_start_mib']:.0f} -> "
-              f"{r['rss_end_mib']:.0f} MiB")
+              f"first batch {r['first_batch_seconds']:.1f} s; RSS with workers {r['rss_warm_mib']:.0f} MiB after the "
+              f"first batch, {r['rss_end_mib']:.0f} MiB at the end (peak {r['rss_peak_mib']:.0f})")
     return 0
 
 
