@@ -315,6 +315,52 @@ def test_missing_arrayrecord_paths(converted, tmp_path):
         open_stream("x", str(converted / meta["splits"]["test"]["shards"][0]))
 
 
+def _prepare_tfds(root: Path, data_dir: Path) -> str:
+    """Prepare ``root``'s images as a TFDS data set in ArrayRecord format, from
+    local files (no network, no TensorFlow needed); return its name."""
+    import tensorflow_datasets as tfds
+
+    class_names = sorted(p.name for p in (root / "train").iterdir())
+
+    class ScalingLocalImages(tfds.core.GeneratorBasedBuilder):
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self):
+            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+                "image": tfds.features.Image(shape=(None, None, 3)),
+                "label": tfds.features.ClassLabel(names=class_names)}))
+
+        def _split_generators(self, dl_manager):
+            return {s: self._generate_examples(s) for s in ("train", "test")}
+
+        def _generate_examples(self, split):
+            for p in sorted((root / split).glob("*/*.jpg")):
+                yield str(p.relative_to(root)), {"image": str(p), "label": p.parent.name}
+
+    ScalingLocalImages(data_dir=str(data_dir), file_format="array_record").download_and_prepare()
+    return "scaling_local_images"
+
+
+def test_tfds_data_source_prepared_locally(varied, tmp_path, monkeypatch):
+    import hashlib
+
+    pytest.importorskip("tensorflow_datasets")
+    name = _prepare_tfds(varied, tmp_path / "tfds")
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+    data = open_stream(name, "tfds")
+    assert data.source.kind == "tfds" and data.class_names[0] == "airplane"
+    assert (data.train_size + data.val_size, data.test_size) == (300, 50)
+    # the records are the folder's files, in TFDS's own order
+    digest = lambda b: hashlib.sha256(b).hexdigest()  # noqa: E731
+    stored = sorted(digest(data.source.splits["train"][i][0]) for i in range(300))
+    assert stored == sorted(digest(p.read_bytes()) for p in (varied / "train").glob("*/*.jpg"))
+    loader = data.train_loader(batch_size=32, seed=0, crop=CROP, workers=0)
+    b = next(loader)
+    assert b["image"].shape == (32, 48, 48, 3) and b["image"].dtype == np.uint8
+    np.testing.assert_array_equal(b["id"], order.ExampleOrder(data.train_size, 0).indices(0, 32))
+    np.testing.assert_array_equal(loader.batch(0)["image"], b["image"])
+
+
 def test_tfds_not_prepared_offline(tmp_path, monkeypatch):
     pytest.importorskip("tensorflow_datasets")
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
@@ -322,7 +368,7 @@ def test_tfds_not_prepared_offline(tmp_path, monkeypatch):
         open_stream("mnist", "tfds")
 
 
-def test_uniform_zip_summary_selection_and_read_splits(cifar10_path, tmp_path):
+def test_uniform_zip_summary_selection_and_read_splits(cifar10_path, tmp_path, monkeypatch):
     """Native 32 px CIFAR-10 images: one size, so the rule keeps them in memory
     unless the cap is too small; an ArrayRecord copy reads back into memory exactly."""
     from scaling.data import sources
@@ -347,6 +393,16 @@ def test_uniform_zip_summary_selection_and_read_splits(cifar10_path, tmp_path):
     for split in ("train", "test"):
         np.testing.assert_array_equal(splits[split][0], ref[split][0])
         np.testing.assert_array_equal(splits[split][1], ref[split][1])
+    # the streaming split is the in-memory path's: same hold-out, same example ids
+    import scaling.data
+
+    monkeypatch.setenv("SCALING_CACHE_DIR", str(tmp_path / "cache"))
+    mem = scaling.data.load("cifar10", str(zpath), val_size=6)
+    st = open_stream("cifar10", str(tmp_path / "ar"), val_size=6)
+    for part in ("train", "val", "test"):
+        recs, images = getattr(st, part), getattr(mem, f"{part}_images")
+        assert len(recs) == len(images)
+        np.testing.assert_array_equal(np.stack([preprocess.decode_rgb(recs[i][0]) for i in range(len(recs))]), images)
 
 
 def test_tfds_missing_is_a_user_error(monkeypatch):
