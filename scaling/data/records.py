@@ -49,8 +49,10 @@ def decode_record(record: bytes) -> tuple[bytes, int, str]:
 class FolderRecords:
     """One split of an image folder or ZIP."""
 
-    def __init__(self, root: Path, names: list[str], labels: np.ndarray):
-        self.root, self.names, self.labels = Path(root), names, np.asarray(labels, np.int32)
+    def __init__(self, root: Path, names, labels: np.ndarray):
+        # names as one fixed-width byte array: pickled to each worker as one buffer, not a million strings
+        self.root, self.labels = Path(root), np.asarray(labels, np.int32)
+        self.names = names if isinstance(names, np.ndarray) else np.array([n.encode() for n in names], np.bytes_)
         self._is_zip = self.root.is_file()
         self._local = threading.local()
 
@@ -65,7 +67,7 @@ class FolderRecords:
         return zf
 
     def __getitem__(self, i: int) -> tuple[bytes, int, str]:
-        name = self.names[i]
+        name = self.names[i].decode()
         try:
             data = self._zip().read(name) if self._is_zip else (self.root / name).read_bytes()
         except (OSError, KeyError, zipfile.BadZipFile) as e:
