@@ -40,6 +40,14 @@ FREE_FIELDS = {"epochs", "steps", "schedule", "cooldown_fraction", "cooldown_sha
                "warmup_fraction", "warmup_steps", "eval_every", "checkpoint_every", "log_every"}
 
 
+def cooldown_start(total_steps: int, cooldown_fraction: float, warmup_steps: int) -> int:
+    """First step of a WSD run's cooldown: the last ``round(fraction x steps)`` steps (at
+    least one) decay, never before the warmup ends. Pure arithmetic (the sweep plans
+    branch points with it without importing JAX); ``scaling.optim`` uses it too."""
+    cool = max(1, int(round(cooldown_fraction * total_steps)))
+    return max(total_steps - cool, warmup_steps)
+
+
 def _finished_stem(stem_dir: Path) -> dict:
     result = read_json(stem_dir / "result.json") if (stem_dir / "result.json").exists() else None
     if result is None:

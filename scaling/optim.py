@@ -91,8 +91,9 @@ def cooldown_start(cfg: TrainConfig, total_steps: int) -> int:
     A ``constant`` run (a stem) has none: its cooldown would start at its end."""
     if cfg.schedule == "constant":
         return total_steps
-    cool = max(1, int(round(cfg.cooldown_fraction * total_steps)))
-    return max(total_steps - cool, warmup_steps(cfg, total_steps))
+    from scaling.branching import cooldown_start as start
+
+    return start(total_steps, cfg.cooldown_fraction, warmup_steps(cfg, total_steps))
 
 
 def schedule(cfg: TrainConfig, total_steps: int) -> optax.Schedule:

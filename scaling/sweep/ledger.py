@@ -1,8 +1,10 @@
 """What the study has spent, recomputed from its records every time.
 
 Total spend = calibration (worker wall-clock x devices)
-            + per trial: the trainer's accelerator-hours (result.json, else its
-              accounting.json: every segment, killed ones up to their last flush)
+            + per trial: the trainer's accelerator-hours (its accounting.json: every
+              segment, killed ones up to their last flush; a WSD branch's or stem
+              segment's own segments only, not those it inherited from its stem,
+              which the stem's trials charge; else result.json)
               + the wrapper overhead of each of its processes (start-up before
               the trainer's clock: measured at the segment's end, or the
               calibrated estimate for a segment that was killed with the sweep)
@@ -23,7 +25,7 @@ import time
 from scaling.sweep import calibrate, state
 from scaling.sweep.state import Paths
 
-FINISHED = ("done", "diverged", "failed")
+FINISHED = ("done", "diverged", "failed", "stem")  # "stem": a finished WSD stem segment
 
 
 @dataclasses.dataclass
@@ -47,11 +49,16 @@ class TrialRecord:
 
 
 def trainer_hours(paths: Paths, trial_id: str) -> float:
+    from scaling.branching import own_hours
+
     run = paths.run_dir(trial_id)
+    own = own_hours(run)  # flushed before result.json is written, so never behind it
+    if own is not None:
+        return own
     for name in ("result.json", "accounting.json"):
         rec = state.read_json(run / name)
         if rec and rec.get("accelerator_hours") is not None:
-            return float(rec["accelerator_hours"])
+            return float(rec.get("study_accelerator_hours", rec["accelerator_hours"]))
     return 0.0
 
 
@@ -77,6 +84,8 @@ def trial_record(paths: Paths, trial_id: str) -> TrialRecord:
     gave_up = state.read_json(paths.trial_dir(trial_id) / "failed.json")
     if result is not None:
         status = result.get("status", "done")
+        if status == "done" and (result.get("config") or {}).get("schedule") == "constant":
+            status = "stem"  # a stem segment killed between its result and its annotation (scaling.branching)
     elif gave_up is not None:
         status, result = "failed", {"status": "failed", "lr": spec.get("lr"), "val_loss": None, **gave_up}
     else:

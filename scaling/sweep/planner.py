@@ -58,10 +58,23 @@ class Trial:
     epochs: float
     epoch_rank: int
     seed: int
-    role: str  # "tune" | "main" | "replicate" (an extra seed that fills slack)
+    role: str  # "tune" | "main" | "replicate" (an extra seed that fills slack) | "stem"
     lr_rule: dict
     predicted_hours: float = 0.0  # cost still to pay (0 for finished)
     train_flops: float = 0.0
+    # WSD studies (scaling.sweep.branches): "stem" (a constant-lr segment) or "branch"
+    # (a cooldown) trains steps [start_step, end_step) from trial ``init_from``'s checkpoint.
+    kind: str = "run"  # "run" | "stem" | "branch"
+    start_step: int = 0
+    end_step: int = 0
+    init_from: str | None = None
+    eval_every: int | None = None  # None: the trainer's default
+
+    def work(self) -> dict:
+        """The cost model's keywords for what this trial trains (none for a whole run)."""
+        if self.kind == "run":
+            return {}
+        return {"start": self.start_step, "end": self.end_step, "eval_every": self.eval_every}
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -139,13 +152,21 @@ class Context:
     price: Callable[[str, float], float]  # (model, epochs) -> hours of a new trial
     flops: Callable[[str, float], float]  # (model, epochs) -> training FLOPs
     future_of: Callable[[str], float | None]  # trial id -> remaining hours if started/done, else None
+    # WSD studies: epochs -> steps, and each family's warmup in steps (shared by its stems and branches)
+    steps: Callable[[float], int] | None = None
+    warmup_steps: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 def family_trials(ctx: Context, fam: str, cells: list[tuple[int, int]], tuned: bool = True) -> list[Trial]:
     """The trials (lr tuning + main) for a set of cells of one family.
 
     ``tuned=False`` (or ``lr_strategy="fixed"``): one trial per cell at the base lr.
+    A WSD study's cells are stems and cooldown branches (``scaling.sweep.branches``).
     """
+    if ctx.cfg.schedule != "cosine":
+        from scaling.sweep import branches
+
+        return branches.family_trials(ctx, fam, cells, tuned)
     cfg, ladder = ctx.cfg, ctx.ladders[fam]
     seeds = list(cfg.seeds)
     columns: dict[int, list[int]] = {}
@@ -193,8 +214,8 @@ def _price_trials(ctx: Context, trials: list[Trial]) -> float:
     total = 0.0
     for t in trials:
         fut = ctx.future_of(t.id)
-        t.predicted_hours = ctx.price(t.model, t.epochs) if fut is None else fut
-        t.train_flops = ctx.flops(t.model, t.epochs)
+        t.predicted_hours = ctx.price(t.model, t.epochs, **t.work()) if fut is None else fut
+        t.train_flops = ctx.flops(t.model, t.epochs)  # a branch: its standalone run's, stem included
         total += t.predicted_hours
     return total
 
@@ -281,7 +302,8 @@ def plan(
     def materialize(combo: tuple[Option, ...]) -> tuple[list[Trial], dict]:
         trials = _dedupe(list(carried) + [t for o in combo for t in o.trials])
         cells = {o.family: set(o.cells) for o in combo}
-        _fill_slack(ctx, combo, cells, trials, cfg.fill_fraction * budget - spent)
+        if cfg.schedule == "cosine":  # WSD studies are not filled (a filler would need its own stem)
+            _fill_slack(ctx, combo, cells, trials, cfg.fill_fraction * budget - spent)
         return trials, cells
 
     # Among the best-scoring plans, take the first whose predicted spend after
@@ -306,7 +328,8 @@ def plan(
         done = [t for o in best for t in o.trials if ctx.future_of(t.id) == 0.0]
         trials = _dedupe(list(carried) + done)
         cells = {o.family: {(t.size_rank, t.epoch_rank) for t in trials if t.family == o.family} for o in best}
-        _fill_slack(ctx, best, cells, trials, cfg.fill_fraction * budget - spent)
+        if cfg.schedule == "cosine":
+            _fill_slack(ctx, best, cells, trials, cfg.fill_fraction * budget - spent)
         notes.append("measured costs leave no room for the minimal study: filling what fits")
         return Plan(True, budget, target, spent, trials, {}, minimum_budget, notes)
     if not all(o.meets_min for o in best):

@@ -28,7 +28,7 @@ EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
 
 
 # TrainConfig fields a study sets for each trial (not overridable).
-PLANNED_FIELDS = frozenset({"model", "epochs", "steps", "seed", "lr", "batch_size"})
+PLANNED_FIELDS = frozenset({"model", "epochs", "steps", "seed", "lr", "batch_size", "schedule", "init_from"})
 
 
 @dataclasses.dataclass
@@ -72,6 +72,11 @@ class StudyConfig:
     fill_replicates: bool = True
     # Extra TrainConfig fields applied to every trial (e.g. {"augment": False}).
     train_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # "cosine": one run per cell; "wsd": one stem per (model, lr, seed) and a cooldown branch
+    # per epoch budget (scaling.sweep.branches), cooling down over the last cooldown_fraction.
+    schedule: str = "cosine"
+    cooldown_fraction: float = 0.2
+    cooldown_shape: str = "1-sqrt"
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -106,6 +111,8 @@ class StudyConfig:
             raise UserError(f"seeds must be integers in [0, 2^32), got {self.seeds}")
         if not (_positive(self.band_width) and _positive(self.lr_size_factor)):
             raise UserError("band_width and lr_size_factor must be positive numbers")
+        if self.schedule not in ("cosine", "wsd"):
+            raise UserError(f"unknown schedule {self.schedule!r}; choose cosine or wsd")
         if self.lr_base is not None and not _positive(self.lr_base):
             raise UserError(f"lr_base must be a positive number, got {self.lr_base!r}")
         self._check_train_fields()
@@ -128,7 +135,8 @@ class StudyConfig:
         try:
             check_fields(TrainConfig(dataset=self.dataset, data_source=self.data_source, val_size=self.val_size,
                                      image_size=self.image_size, batch_size=self.batch_size,
-                                     compute_dtype=self.compute_dtype, **self.train_overrides))
+                                     compute_dtype=self.compute_dtype, cooldown_fraction=self.cooldown_fraction,
+                                     cooldown_shape=self.cooldown_shape, **self.train_overrides))
         except UserError as e:
             raise UserError(f"study config: {e}".replace("--", "", 1)) from None
 
@@ -197,6 +205,17 @@ def apply_overrides(
     if data is not None:
         cfg.data_source = data
     return cfg
+
+
+def trial_config(cfg: StudyConfig, model: str, **fields: Any):
+    """The ``TrainConfig`` of a trial of ``model``: what every trial of the study shares
+    (data, batch, dtype, ``train_overrides``) plus ``fields`` (epochs, seed, lr, ...).
+    Calibration measures this same config, so it times the step the trials train."""
+    from scaling.config import TrainConfig
+
+    tc = TrainConfig(model=model, dataset=cfg.dataset, data_source=cfg.data_source, val_size=cfg.val_size,
+                     image_size=cfg.image_size, batch_size=cfg.batch_size, compute_dtype=cfg.compute_dtype)
+    return dataclasses.replace(tc, **{**cfg.train_overrides, **fields})
 
 
 def check_models(cfg: StudyConfig) -> dict[str, list[str]]:
