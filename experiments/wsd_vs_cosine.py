@@ -121,14 +121,14 @@ def run_model(model: str, args, cooldowns, train_size: int, log) -> list[dict]:
 def table(rows: list[dict], cooldowns) -> str:
     keys = [f"{f:g}:{s}" for f, s in cooldowns]
     head = f"{'model':18s} {'epochs':>6s} {'cos val':>8s} {'cos acc':>7s}" + "".join(
-        f" | {k:>12s} val  diff   acc" for k in keys)
+        f" | {k + ' val':>16s} {'diff':>7s}  {'acc':>6s}" for k in keys)
     lines = [head, "-" * len(head)]
     for r in rows:
         line = f"{r['model']:18s} {r['epochs']:6g} {r['cosine_val_loss']:8.4f} {r['cosine_test_accuracy']:7.2%}"
         for k in keys:
             w = r["wsd"][k]
             mark = "*" if r["epochs"] >= 2 and abs(w["relative_val_loss_diff"]) > TARGET else " "
-            line += f" | {w['val_loss']:17.4f} {w['relative_val_loss_diff']:+6.2%}{mark}{w['test_accuracy']:6.2%}"
+            line += f" | {w['val_loss']:16.4f} {w['relative_val_loss_diff']:+7.2%}{mark} {w['test_accuracy']:6.2%}"
         lines.append(line)
     lines.append(f"(* = |diff| above {TARGET:.1%} of the cosine loss at >= 2 epochs)")
     for model in dict.fromkeys(r["model"] for r in rows):

@@ -4,11 +4,14 @@ is the straight WSD run of its budget; its record; bad input is one line, exit 2
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import REPO, run_cli
 
 ENV = {"SCALING_RESTART_AFTER_COMPILE": "off"}
 WARMUP = "4"
@@ -105,3 +108,39 @@ def test_branch_that_does_not_fit_its_stem_is_refused(tmp_path):
     assert "no finished run there" in _refused(tmp_path, "--steps", "20", *common[:-1], str(tmp_path / "nothing"))
     assert "--schedule wsd (a cooldown branch) or constant" in _refused(
         tmp_path, "--steps", "20", "--warmup-steps", WARMUP, "--init-from", stem)
+
+
+def test_validation_script_is_resumable_and_prints_the_table(tmp_path):
+    """experiments/wsd_vs_cosine.py on tiny settings: cosine runs, a stem and its branches,
+    the table; re-running trains nothing, a second cooldown shape reuses the stem."""
+    script = [sys.executable, str(REPO / "experiments" / "wsd_vs_cosine.py"), "--workdir", str(tmp_path),
+              "--models", "cnn-xs", "--epochs", "1,2", "--epoch-steps", "10", "--data", "synthetic",
+              "--batch-size", "64"]
+    env = {**os.environ, **ENV}
+    first = subprocess.run(script + ["--cooldowns", "0.2:1-sqrt"], capture_output=True, text=True, env=env,
+                           timeout=900)
+    assert first.returncode == 0, first.stderr
+    trained = [ln.split()[1] for ln in first.stderr.splitlines() if ln.startswith("train ")]
+    assert trained == ["cnn-xs/cosine-e1", "cnn-xs/cosine-e2", "cnn-xs/stem-8", "cnn-xs/stem-16",
+                       "cnn-xs/wsd-e1-c0.2-1-sqrt", "cnn-xs/wsd-e2-c0.2-1-sqrt"]
+    rows = [ln for ln in first.stdout.splitlines() if ln.startswith("cnn-xs ")]
+    assert len(rows) == 2 and "0.2:1-sqrt val" in first.stdout
+    out = json.loads((tmp_path / "wsd_vs_cosine.json").read_text())
+    for row in out["rows"]:
+        w = row["wsd"]["0.2:1-sqrt"]
+        assert w["branch_step"] == {1: 8, 2: 16}[row["epochs"]]
+        assert w["relative_val_loss_diff"] == pytest.approx(w["val_loss"] / row["cosine_val_loss"] - 1)
+        assert 0 < w["study_hours"] < w["standalone_hours"]
+    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("cnn-xs/*/result.json")}
+    again = subprocess.run(script + ["--cooldowns", "0.2:1-sqrt,0.2:linear", "--json"], capture_output=True,
+                           text=True, env=env, timeout=900)
+    assert again.returncode == 0, again.stderr
+    # Only the two linear branches are new: same branch points, so the same stem.
+    assert sorted(p.name for p in (tmp_path / "cnn-xs").iterdir() if p.is_dir()) == sorted(
+        ["cosine-e1", "cosine-e2", "stem-8", "stem-16", "wsd-e1-c0.2-1-sqrt", "wsd-e2-c0.2-1-sqrt",
+         "wsd-e1-c0.2-linear", "wsd-e2-c0.2-linear"])
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing trained or rewritten again
+    rows2 = json.loads(again.stdout)["rows"]
+    assert [r["wsd"]["0.2:1-sqrt"] for r in rows2] == [r["wsd"]["0.2:1-sqrt"] for r in out["rows"]]
+    bad = subprocess.run(script + ["--cooldowns", "1.5:linear"], capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "--cooldowns" in bad.stderr
