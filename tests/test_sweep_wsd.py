@@ -223,3 +223,52 @@ def test_sigkill_inside_a_stem_and_inside_a_branch_then_resume(tmp_path, cifar10
     assert r2.returncode == 0, r2.stderr
     assert {t: starts(work, t) for t in SPANS} == counts
     assert json.loads(r2.stdout)["trial_hours"] == pytest.approx(snap.trial_hours)
+
+
+EXTEND = """
+def get_config(arg=None):
+    return dict(name="wsd_extend_test", families=["cnn"], ladders={"cnn": ["cnn-xs"]}, epochs=[1, 2, 24],
+                batch_size=64, lr_strategy="fixed", fill_replicates=False, schedule="wsd", data_source="synthetic",
+                min_epoch_budgets=1, train_overrides={"log_every": 5})
+"""
+
+
+def test_higher_budget_adds_a_longer_branch_on_the_same_stem(tmp_path):
+    """Synthetic data (1,844 images: 29 steps per epoch at batch 64). A budget that fits
+    the 1- and 2-epoch branches, then a larger one: the 24-epoch branch is added on a new
+    stem segment that starts where the stem stopped; nothing that ran starts again."""
+    cfg_path = tmp_path / "extend.py"
+    cfg_path.write_text(EXTEND)
+    cfg = study.load(str(cfg_path)).validate()
+    work = tmp_path / "study"
+    state.claim_workdir(work, cfg.identity(), cfg.to_json())
+    state.write_json(work / "calibration.json", {
+        "key": calibrate.key(cfg),
+        "data": {"train_size": 1844, "val_size": 204, "test_size": 512, "num_classes": 10, "image_size": 32,
+                 "device_count": 1, "device_kind": "cpu", "platform": "cpu", "startup_seconds": 5.0,
+                 "setup_seconds": 3.0},
+        "models": {"cnn-xs": {"compile_seconds": 5.0, "step_seconds": 0.4, "eval_seconds_per_example": 1e-4,
+                              "flops_per_example": 1.7e7, "params": 20000}},
+        "stopped": {}, "runs": [],
+    })
+    cmd = lambda budget: [sys.executable, "-m", "scaling.sweep", "--config", str(cfg_path), "--workdir",  # noqa: E731
+                          str(work), "--budget", budget, "--json"]
+    small = subprocess.run(cmd(f"{150 / 3600:.5f}"), cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert small.returncode == 0, small.stderr
+    paths = state.Paths(work)
+    first = {"cnn-xs-stem-e1-lrbase-s0", "cnn-xs-e1-wsd-lrbase-s0", "cnn-xs-stem-e2-lrbase-s0",
+             "cnn-xs-e2-wsd-lrbase-s0"}
+    assert set(paths.trial_ids()) == first
+    blobs = {t: (paths.run_dir(t) / "result.json").read_bytes() for t in first}
+    big = subprocess.run(cmd("0.2"), cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert big.returncode == 0, big.stderr
+    snap = ledger.snapshot(paths)
+    assert set(snap.trials) == first | {"cnn-xs-stem-e24-lrbase-s0", "cnn-xs-e24-wsd-lrbase-s0"}
+    assert all(rec.finished for rec in snap.trials.values())
+    for t in first:  # not trained again, records untouched
+        assert starts(work, t) == 1 and (paths.run_dir(t) / "result.json").read_bytes() == blobs[t]
+    seg = snap.trials["cnn-xs-stem-e24-lrbase-s0"]
+    assert seg.spec["config"]["init_from"] == str(paths.run_dir("cnn-xs-stem-e2-lrbase-s0"))
+    assert seg.result["stem"]["step"] == 46 and seg.result["steps"] == 554  # from the 2-epoch cooldown start to the 24-epoch one
+    b24 = snap.trials["cnn-xs-e24-wsd-lrbase-s0"].result
+    assert b24["steps"] == 692 and b24["stem"]["root"] == str(paths.run_dir("cnn-xs-stem-e1-lrbase-s0"))
