@@ -18,11 +18,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from scaling.config import TrainConfig
 from scaling.errors import UserError
-from scaling.sweep import calibrate, costmodel, executors, ledger, planner, priors, progress, state
+from scaling.sweep import branches, calibrate, costmodel, executors, ledger, planner, priors, progress, state
 from scaling.sweep import lr as lrrule
-from scaling.sweep.study import StudyConfig, check_models
+from scaling.sweep.study import StudyConfig, check_models, trial_config
 
 POLL_SECONDS = 0.25  # how often running trials are checked
 REPLAN_SECONDS = 5.0  # how often the records are re-read while nothing finishes
@@ -57,16 +56,37 @@ def base_lrs(cfg: StudyConfig, ladders: dict[str, list[str]]) -> dict[str, float
 
     if cfg.lr_base is not None:
         return {f: cfg.lr_base for f in ladders}
-    return {f: resolve(TrainConfig(model=ladder[0], batch_size=cfg.batch_size)).lr for f, ladder in ladders.items()}
+    return {f: resolve(trial_config(cfg, ladder[0])).lr for f, ladder in ladders.items()}
 
 
-def train_config(cfg: StudyConfig, t: planner.Trial, lr: float) -> dict:
-    tc = TrainConfig(
-        model=t.model, dataset=cfg.dataset, data_source=cfg.data_source, val_size=cfg.val_size,
-        image_size=cfg.image_size, epochs=t.epochs, batch_size=cfg.batch_size, seed=t.seed, lr=lr,
-        compute_dtype=cfg.compute_dtype,
-    )
-    tc = dataclasses.replace(tc, **cfg.train_overrides) if cfg.train_overrides else tc
+def wsd_warmups(cfg: StudyConfig, ladders: dict[str, list[str]], steps) -> dict[str, int]:
+    """Each family's warmup in steps for a WSD study (``branches.study_warmup``); {} for cosine."""
+    if cfg.schedule == "cosine":
+        return {}
+    from scaling.config import resolve
+
+    if cfg.train_overrides.get("warmup_steps") is not None:
+        return {f: int(cfg.train_overrides["warmup_steps"]) for f in ladders}
+    out = {}
+    for f, ladder in ladders.items():
+        frac = cfg.train_overrides.get("warmup_fraction")
+        if frac is None:
+            frac = resolve(trial_config(cfg, ladder[0])).warmup_fraction
+        out[f] = branches.study_warmup(frac, steps(cfg.epochs[0]))
+    return out
+
+
+def train_config(cfg: StudyConfig, t: planner.Trial, lr: float, run_dir=None, warmup: int | None = None) -> dict:
+    """The trial's TrainConfig; a WSD stem segment or branch also gets its schedule, warmup
+    and ``init_from`` (``run_dir``: trial id -> its run directory)."""
+    tc = trial_config(cfg, t.model, epochs=t.epochs, seed=t.seed, lr=lr)
+    if t.kind != "run":
+        tc = dataclasses.replace(
+            tc, schedule="constant" if t.kind == "stem" else "wsd", cooldown_fraction=cfg.cooldown_fraction,
+            cooldown_shape=cfg.cooldown_shape, warmup_steps=warmup,
+            init_from=str(Path(run_dir(t.init_from)).absolute()) if t.init_from else None)
+        if t.kind == "stem":
+            tc = dataclasses.replace(tc, steps=t.end_step, eval_every=t.eval_every)
     return tc.to_json()
 
 
@@ -79,6 +99,7 @@ class Sweep:
         self.progress = progress.Progress(opts.budget, enabled=not opts.quiet)
         self.running: dict[str, Running] = {}
         self.given_up: set[str] = set()  # trials not to launch again in this session
+        self.warmups: dict[str, int] = {}  # WSD: family -> warmup steps (set by replan)
         self._priors_from = 0
         self.stopped_for_budget: set[str] = set()  # interrupted on purpose (budget, Ctrl-C, SIGTERM)
 
@@ -118,9 +139,11 @@ class Sweep:
             if rec.finished and r and r.get("accelerator_hours_breakdown"):
                 segs = [s for s in state.read_jsonl(self.paths.segments(rec.id)) if s.get("event") == "end"]
                 ov = [s["overhead_hours"] * 3600 / max(s.get("devices", 1), 1) for s in segs]
+                trial = planner.Trial(**rec.spec["trial"]) if rec.spec.get("trial") else None
                 finished.append(dict(
                     model=rec.spec.get("model", r.get("model")), epochs=rec.spec.get("epochs", r.get("epochs")),
-                    breakdown_seconds={k: v * 3600 for k, v in r["accelerator_hours_breakdown"].items()},
+                    work=trial.work() if trial else {},
+                    breakdown_seconds=_own_breakdown(self.paths.run_dir(rec.id), r),
                     overhead_seconds=sum(ov) / len(ov) if ov else None,
                 ))
         cm = costmodel.fit_corrections(cm, finished, priors.load(calib["data"].get("device_kind", "?")))
@@ -135,9 +158,11 @@ class Sweep:
                 return None
             if rec.finished:
                 return 0.0
-            return cm.remaining_hours(rec.spec["model"], rec.spec["epochs"], rec.trainer_hours)
+            return cm.remaining_hours(rec.spec["model"], rec.spec["epochs"], rec.trainer_hours, **_work(rec))
 
-        ctx = planner.Context(self.cfg, ladders, base_lrs(self.cfg, ladders), cm.trial_hours, cm.train_flops, future_of)
+        ctx = planner.Context(self.cfg, ladders, base_lrs(self.cfg, ladders), cm.trial_hours, cm.train_flops, future_of,
+                              steps=cm.steps, warmup_steps=wsd_warmups(self.cfg, ladders, cm.steps))
+        self.warmups = ctx.warmup_steps
         carried = [
             planner.Trial(**rec.spec["trial"])
             for rec in snap.trials.values()
@@ -157,6 +182,9 @@ class Sweep:
         spec = snap.trials.get(t.id)
         if spec is not None and spec.spec.get("lr") is not None:
             return spec.spec["lr"]  # fixed once the trial first started
+        stem = snap.trials.get(t.init_from) if t.init_from else None
+        if stem is not None and stem.spec.get("lr") is not None:
+            return stem.spec["lr"]  # a stem segment or branch continues its stem, at its lr
         return lrrule.resolve(t.lr_rule, snap.results())
 
     def _in_flight_hours(self, snap: ledger.Snapshot, cm: costmodel.CostModel, plan: planner.Plan) -> float:
@@ -170,7 +198,7 @@ class Sweep:
             if here or state.TrialLock(self.paths.lock(tid)).is_held_elsewhere():
                 t = by_id.get(tid)
                 model, epochs = (t.model, t.epochs) if t else (rec.spec["model"], rec.spec["epochs"])
-                total += cm.remaining_hours(model, epochs, rec.trainer_hours)
+                total += cm.remaining_hours(model, epochs, rec.trainer_hours, **(t.work() if t else _work(rec)))
         return total
 
     def launch_ready(self, ex, plan: planner.Plan, snap: ledger.Snapshot, cm: costmodel.CostModel) -> tuple[int, int]:
@@ -188,6 +216,14 @@ class Sweep:
             if lock.is_held_elsewhere():
                 waiting += 1
                 continue
+            if t.init_from:  # a WSD stem segment or branch: its stem segment must have finished
+                stem = snap.trials.get(t.init_from)
+                if stem is None or not stem.finished:
+                    waiting += state.TrialLock(self.paths.lock(t.init_from)).is_held_elsewhere()
+                    continue
+                if stem.status != "stem":
+                    self._cannot_run(t, f"its stem {t.init_from} ended {stem.status}")
+                    continue
             lr = self._lr_for(t, snap)
             if lr is None:
                 deps = lrrule.deps(t.lr_rule)
@@ -196,8 +232,8 @@ class Sweep:
                 continue
             with state.study_lock(self.paths.root):
                 snap2 = ledger.snapshot(self.paths)
-                need = cm.remaining_hours(t.model, t.epochs, snap2.trials[t.id].trainer_hours) if t.id in snap2.trials \
-                    else cm.trial_hours(t.model, t.epochs)
+                need = cm.remaining_hours(t.model, t.epochs, snap2.trials[t.id].trainer_hours, **t.work()) \
+                    if t.id in snap2.trials else cm.trial_hours(t.model, t.epochs, **t.work())
                 projected = snap2.total + self._in_flight_hours(snap2, cm, plan) + need
                 if projected > self.opts.budget:
                     continue
@@ -217,7 +253,8 @@ class Sweep:
         d.mkdir(parents=True, exist_ok=True)
         if not rec.spec:
             spec = dict(id=t.id, family=t.family, model=t.model, epochs=t.epochs, seed=t.seed, role=t.role,
-                        lr=lr, lr_rule=t.lr_rule, trial=t.to_json(), config=train_config(self.cfg, t, lr))
+                        lr=lr, lr_rule=t.lr_rule, trial=t.to_json(),
+                        config=train_config(self.cfg, t, lr, self.paths.run_dir, self.warmups.get(t.family)))
             state.write_json(self.paths.trial_json(t.id), spec)
             state.write_json(d / "train_config.json", spec["config"])
         seg = uuid.uuid4().hex[:12]
@@ -232,6 +269,10 @@ class Sweep:
         h = ex.launch(t.id, cmd, d / "train.log", lock.fd)
         self.running[t.id] = Running(t, h, lock, seg, time.monotonic(), acct_before, est)
         self.progress.log(f"start  {t.id}  lr={lr:.4g}  predicted {progress.fmt_hours(t.predicted_hours)}")
+
+    def _cannot_run(self, t: planner.Trial, why: str) -> None:
+        self.given_up.add(t.id)
+        self.progress.log(f"skip   {t.id}: {why}")
 
     def finish(self, tid: str, rc: int, devices: int) -> None:
         r = self.running.pop(tid)
@@ -418,6 +459,21 @@ class Sweep:
                   f"trials {snap.trial_hours:.5f}, sweep overhead {snap.session_hours:.5f}")
             print(f"{out['trials_finished']}/{out['trials_total']} trials finished; summary in {self.paths.summary}")
         return out
+
+
+def _work(rec: ledger.TrialRecord) -> dict:
+    """The cost model's keywords for a recorded trial (a WSD stem segment's or branch's steps)."""
+    return planner.Trial(**rec.spec["trial"]).work() if rec.spec.get("trial") else {}
+
+
+def _own_breakdown(run_dir: Path, result: dict) -> dict[str, float]:
+    """Seconds x devices per accounting part that the run spent itself (a WSD branch's
+    inherited stem segments left out), from its accounting, else its result."""
+    acct = state.read_json(run_dir / "accounting.json")
+    if acct and acct.get("segments"):
+        own = [s for s in acct["segments"] if not s.get("inherited")]
+        return {k: sum(s.get(k, 0.0) * s.get("devices", 1) for s in own) for k in costmodel.PARTS}
+    return {k: v * 3600 for k, v in result["accelerator_hours_breakdown"].items()}
 
 
 def _last_line(path: Path) -> str:
