@@ -25,7 +25,7 @@ import dataclasses
 import numpy as np
 from scipy.optimize import minimize
 
-from analysis.blas import single_threaded_blas
+from scaling.platform.blas import single_threaded_blas
 from analysis.laws import Features, Law
 
 HUBER_DELTA = 1e-3

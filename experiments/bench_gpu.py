@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 from scaling.bench import measure
+from scaling.platform.entrypoint import entrypoint
 
 CASES = [
     # model, image px, batch, dtype, model kwargs
@@ -34,12 +36,13 @@ CASES = [
 ]
 
 
-def main() -> None:
+@entrypoint
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny batches, CPU smoke test of the script")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--out")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     rows = []
     for model, px, batch, dtype, kw in CASES:
         if args.quick:
@@ -65,7 +68,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    from scaling.allocator import reexec_with_tuned_malloc
-
-    reexec_with_tuned_malloc()  # before JAX starts: see scaling/allocator.py
-    main()
+    sys.exit(main())

@@ -7,7 +7,7 @@ optimizer chain (``scaling.optim``) and recipe; timm uses ``torch.optim.SGD``
 plus ``timm.utils.agc.adaptive_clip_grad`` on every parameter but the
 classifier's. The two run in alternating blocks of steps (``scaling.bench.interleaved_medians``)
 so that background load hits both alike. Each framework gets its own best
-allocator: ours runs with glibc malloc tuned for XLA:CPU (``scaling.allocator``),
+allocator: ours runs with glibc malloc tuned for XLA:CPU (``scaling.platform.malloc``),
 timm in a child process with the platform default (``--timm-malloc tuned``
 runs it in this process, under our settings, instead). Run it alone on the
 machine (``flock /tmp/scaling-cpu.lock``).
@@ -26,7 +26,8 @@ import time
 
 import numpy as np
 
-from scaling import allocator
+from scaling.platform import malloc
+from scaling.platform.entrypoint import entrypoint
 from scaling.bench import ChildStep, interleaved_medians, restart_if_compiled, serve_steps
 
 
@@ -122,6 +123,7 @@ def batch(args):
     return x, rng.integers(0, args.num_classes, args.batch_size)
 
 
+@entrypoint
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="nfnet-f0")
@@ -143,7 +145,7 @@ def main(argv=None):
         step, info = bench_timm(x, labels, args.num_classes, *args.serve_timm, args.threads)
         serve_steps(step, json.dumps(info))
         return
-    out = {"setup": vars(args), "malloc": allocator.describe()}
+    out = {"setup": vars(args), "malloc": malloc.describe()}
     from scaling import runtime  # imports JAX: not in the timm child
 
     runtime.setup()  # the persistent cache: ours is timed as the trainer runs it (see restart_if_compiled)
@@ -160,10 +162,10 @@ def main(argv=None):
             lr, agc = out["ours"]["lr"], out["ours"]["agc"]
             if args.timm_malloc == "tuned":
                 steps["timm"], out["timm"] = bench_timm(x, labels, args.num_classes, lr, agc, args.threads)
-                out["timm"]["malloc"] = allocator.describe()
+                out["timm"]["malloc"] = malloc.describe()
             else:
                 argv = [sys.executable, __file__, *sys.argv[1:], "--serve-timm", str(lr), str(agc)]
-                steps["timm"] = ChildStep(argv, allocator.default_environ())
+                steps["timm"] = ChildStep(argv, malloc.default_environ())
                 out["timm"] = dict(json.loads(steps["timm"].info), malloc="malloc: platform default (child process)")
     medians = interleaved_medians(steps, args.steps)
     if isinstance(steps.get("timm"), ChildStep):
@@ -176,7 +178,7 @@ def main(argv=None):
         print(json.dumps(out, indent=2))
         return
     print(f"{args.model} train step, batch {args.batch_size}, {args.image_size}px, fp32, conv_impl={args.conv_impl}")
-    print(f"  ours: {allocator.describe()}")
+    print(f"  ours: {malloc.describe()}")
     o = out["ours"]
     print(f"  ours (JAX):  {o['step_s'] * 1e3:8.1f} ms/step  (first step incl. compile {o['first_step_s']:.1f} s)")
     t = out.get("timm")
@@ -189,7 +191,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from scaling.allocator import reexec_with_tuned_malloc
-
-    reexec_with_tuned_malloc()  # before JAX starts: see scaling/allocator.py
     sys.exit(main())

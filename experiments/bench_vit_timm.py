@@ -8,7 +8,7 @@ optimizer chain (global-norm clip 1.0 + AdamW, ``scaling.optim.build``). timm's
 ``torch.optim.AdamW`` and ``clip_grad_norm_(1.0)`` on the same input, in the
 same run, when torch and timm import, in alternating blocks of steps. Each
 framework gets its own best allocator: ours runs with glibc malloc tuned for
-XLA:CPU (``scaling.allocator``), timm in a child process with the platform
+XLA:CPU (``scaling.platform.malloc``), timm in a child process with the platform
 default (``--timm-malloc tuned`` runs it in this process instead). Prints
 median step times and the ratio. Run it alone on the machine
 (``flock /tmp/scaling-cpu.lock ...``).
@@ -27,7 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from scaling import allocator, config, optim, runtime
+from scaling import config, optim, runtime
+from scaling.platform import malloc
+from scaling.platform.entrypoint import entrypoint
 from scaling.bench import ChildStep, interleaved_medians, restart_if_compiled, serve_steps
 from scaling.models import registry
 from scaling.steps import compiler_options
@@ -94,7 +96,8 @@ def timm_step(x: np.ndarray, y: np.ndarray):
     return step
 
 
-def main() -> None:
+@entrypoint
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=8, help="timed steps per model (median reported)")
     ap.add_argument("--batch", type=int, default=64)
@@ -102,7 +105,7 @@ def main() -> None:
     ap.add_argument("--timm-malloc", default="default", choices=["default", "tuned"],
                     help="timm in a child process with the platform's malloc (default), or in this one")
     ap.add_argument("--serve-timm", action="store_true", help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((args.batch, IMAGE, IMAGE, 3), dtype=np.float32)
@@ -114,7 +117,7 @@ def main() -> None:
 
     flops = 3 * registry.get(f"vit-s/{PATCH}").forward_flops(IMAGE, CLASSES) * args.batch
     print(f"ViT-S/{PATCH} @ {IMAGE}px, batch {args.batch}, fp32, {jax.devices()[0].device_kind}; "
-          f"~{flops / 1e9:.1f} GFLOP per training step (3 x analytic forward); {allocator.describe()}")
+          f"~{flops / 1e9:.1f} GFLOP per training step (3 x analytic forward); {malloc.describe()}")
     runtime.setup()  # the persistent cache: ours is timed as the trainer runs it (see restart_if_compiled)
     steps = {"ours": ours_step(x, y, scan=False)}
     if args.scan:
@@ -123,7 +126,7 @@ def main() -> None:
     if args.timm_malloc == "tuned":
         theirs = timm_step(x, y)
         if theirs is not None:
-            print(f"{theirs.info}; {allocator.describe()}")
+            print(f"{theirs.info}; {malloc.describe()}")
     else:
         try:
             import timm  # noqa: F401
@@ -132,7 +135,7 @@ def main() -> None:
             print(f"timm comparison skipped: {e}")
             theirs = None
         else:
-            theirs = ChildStep([sys.executable, __file__, *sys.argv[1:], "--serve-timm"], allocator.default_environ())
+            theirs = ChildStep([sys.executable, __file__, *sys.argv[1:], "--serve-timm"], malloc.default_environ())
             print(f"{theirs.info}; malloc: platform default (child process)")
     if theirs is not None:
         steps["timm"] = theirs
@@ -147,7 +150,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    from scaling.allocator import reexec_with_tuned_malloc
-
-    reexec_with_tuned_malloc()  # before JAX starts: see scaling/allocator.py
-    main()
+    sys.exit(main())

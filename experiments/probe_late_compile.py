@@ -27,13 +27,16 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
+import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scaling import allocator, optim, runtime
+from scaling import optim, runtime
+from scaling.platform import malloc, restart
+from scaling.platform.entrypoint import entrypoint
 from scaling import steps as steps_lib
 from scaling.config import TrainConfig, resolve
 from scaling.data import load
@@ -42,11 +45,12 @@ from scaling.data.pipeline import ExampleStream
 MODEL, BATCH = "nfnet-f0-w0.125", 128
 
 
-def main() -> None:
+@entrypoint
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("mode", choices=["cached", "late", "early"])
     ap.add_argument("--windows", type=int, default=3, help="40-step windows to time")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     runtime.setup()
 
     data = load("cifar10")
@@ -73,7 +77,7 @@ def main() -> None:
     with runtime.CacheMisses() as misses:
         train_step = parts.train_step.lower(abstract, images, labels, idx_spec, step_key, lr).compile()
     if misses.count:  # the step itself was compiled here: time it in a process that loads it
-        allocator.restart_clean("train step compiled in this process: restarting to load it from the cache")
+        restart.restart_clean("train step compiled in this process: restarting to load it from the cache")
     if state is None:
         state = init_state()
 
@@ -93,9 +97,8 @@ def main() -> None:
     window(5)
     times = [window(40) for _ in range(args.windows)]
     print(f"{args.mode}: {', '.join(f'{t:.1f}' for t in times)} ms/step "
-          f"(median {statistics.median(times):.1f}; {allocator.describe()})")
+          f"(median {statistics.median(times):.1f}; {malloc.describe()})")
 
 
 if __name__ == "__main__":
-    allocator.reexec_with_tuned_malloc()  # before JAX starts: as the trainer
-    main()
+    sys.exit(main())

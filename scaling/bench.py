@@ -16,9 +16,10 @@ import time
 
 import numpy as np
 
-from scaling import allocator
 from scaling.config import TrainConfig, check_length, resolve
-from scaling.errors import OneLineParser, UserError, cli_main
+from scaling.errors import OneLineParser, UserError
+from scaling.platform import malloc
+from scaling.platform.entrypoint import entrypoint
 
 
 def _timed(fn, repeats: int) -> list[float]:
@@ -61,18 +62,20 @@ def restart_if_compiled(compiled: bool) -> None:
     """For benchmark CLIs: if this process compiled the step itself (a
     persistent-cache miss, see ``scaling.runtime.CacheMisses``), restart once
     so that the step is timed as the trainer runs it, loaded from the cache
-    (``scaling.allocator.restart_clean`` says why that is faster on XLA:CPU)."""
+    (``scaling.platform.restart`` says why that is faster on XLA:CPU)."""
     import jax
 
     if compiled and jax.default_backend() == "cpu":
-        allocator.restart_clean("compiled in this process: restarting once to time the cached program")
+        from scaling.platform import restart
+
+        restart.restart_clean("compiled in this process: restarting once to time the cached program")
 
 
 class ChildStep:
     """A training step that runs in a child process, called like a local one.
 
     For comparing against another framework fairly: the child starts with the
-    platform's default malloc (``allocator.default_environ``), so PyTorch does
+    platform's default malloc (``scaling.platform.malloc.default_environ``), so PyTorch does
     not run under the settings tuned for XLA:CPU (measured slower for it:
     timm's NFNet-F0 step 1727 ms default vs 1822 ms tuned, in one session).
     ``argv`` must start a program that calls ``serve_steps``.
@@ -121,51 +124,44 @@ def measure(
     data_source: str | None = None,
     model_kwargs: dict | None = None,
 ) -> dict:
-    """Compile and time one model's train step, eval step and input pipeline."""
+    """Compile and time one model's train step, eval step and input pipeline (the recipe's config)."""
+    return measure_config(TrainConfig(model=model, dataset=dataset, data_source=data_source, batch_size=batch_size,
+                                      image_size=image_size, compute_dtype=compute_dtype,
+                                      model_kwargs=model_kwargs or {}), steps=steps)
+
+
+def measure_config(cfg: TrainConfig, steps: int = 5) -> dict:
+    """Compile and time the train step, eval step and input pipeline of exactly ``cfg``
+    (a trial's whole config: overrides and model kwargs included), through the
+    trainer's own ``Programs``."""
     t_start = time.monotonic()
     from scaling import runtime
 
     runtime.setup()
     import jax
 
-    from scaling import compute, optim, steps as steps_lib
+    from scaling import compute, steps as steps_lib
     from scaling.data import load
     from scaling.data.pipeline import ExampleStream, make_batch_fn
     from scaling.models import registry
+    from scaling.programs import Programs
 
     if steps < 1:
         raise UserError(f"--steps must be positive, got {steps}")
-    cfg = resolve(
-        TrainConfig(
-            model=model,
-            dataset=dataset,
-            data_source=data_source,
-            batch_size=batch_size,
-            image_size=image_size,
-            compute_dtype=compute_dtype,
-            model_kwargs=model_kwargs or {},
-        )
-    )
-    spec = registry.get(model)
-    data = load(dataset, data_source)
-    size = image_size or data.image_size
+    cfg = resolve(cfg)
+    spec = registry.get(cfg.model)
+    data = load(cfg.dataset, cfg.data_source, cfg.val_size)
     devices = compute.device_info()
     check_length(cfg, data.train_size, devices["device_count"])
-    mean, std = data.channel_stats()
-    parts = steps_lib.build(cfg, data.num_classes, size, mean, std)
-    lr_args = optim.schedule_args(cfg, total_steps=1000)
-    rep, shard = parts.replicated, parts.batch_sharded
-    images = jax.device_put(data.train_images, rep)
-    labels = jax.device_put(data.train_labels, rep)
-    key = jax.random.key(0)
-    stream = ExampleStream(data.train_size, batch_size, 0)
+    progs = Programs(cfg, data, devices["device_count"], total_steps=1000).compile()
+    size, batch_size = progs.image_size, cfg.batch_size
+    images, labels, key, lr_args = progs.images, progs.labels, progs.step_key, progs.lr_args
+    shard = progs.parts.batch_sharded
+    stream = ExampleStream(data.train_size, batch_size, cfg.seed)
     idx = jax.device_put(stream.indices(0), shard)
-
-    t = time.monotonic()
-    state = parts.init_state(key)
-    train_step = parts.train_step.lower(state, images, labels, idx, key, lr_args).compile()
-    compile_seconds = time.monotonic() - t
+    train_step = progs.train
     flops_xla = compute.xla_flops(train_step)
+    state = progs.init(progs.init_key)
 
     def one_step():
         nonlocal state
@@ -177,6 +173,7 @@ def measure(
     step_seconds = statistics.median(step_times)
 
     # The input pipeline alone: host index computation + on-device gather/augment.
+    mean, std = data.channel_stats()
     batch_fn = jax.jit(make_batch_fn(mean, std, size, cfg.augment))
     batch_fn(images, labels, idx, key)
     data_device = statistics.median(_timed(lambda: batch_fn(images, labels, idx, key), max(steps, 3)))
@@ -185,27 +182,25 @@ def measure(
         jax.device_put(stream.indices(s), shard)
     data_host = (time.perf_counter() - t) / 50
 
-    eb = min(1000, data.val_size)
-    eb -= eb % devices["device_count"]
+    eb = progs.eval_batch(data.val_size)
+    eval_step = progs.evals[eb]
     xe, ye = jax.device_put(data.val_images[:eb], shard), jax.device_put(data.val_labels[:eb], shard)
     mask = jax.device_put(np.ones(eb, np.float32), shard)
-    t = time.monotonic()
-    eval_step = parts.eval_step.lower(state["params"], xe, ye, mask).compile()
-    eval_compile = time.monotonic() - t
     eval_step(state["params"], xe, ye, mask)
     eval_seconds = statistics.median(_timed(lambda: eval_step(state["params"], xe, ye, mask), 2))
 
     flops_per_example = compute.train_flops_per_example(spec, size, data.num_classes)
     ips = batch_size / step_seconds
     return dict(
-        model=model,
+        model=cfg.model,
         family=spec.family,
         params=steps_lib.count_params(state["params"]),
         batch_size=batch_size,
         image_size=size,
-        compute_dtype=compute_dtype,
-        compile_seconds=compile_seconds + eval_compile,
-        train_compile_seconds=compile_seconds,
+        compute_dtype=cfg.compute_dtype,
+        program_fingerprint=progs.fingerprint,
+        compile_seconds=progs.compile_seconds,
+        train_compile_seconds=progs.seconds["train"],
         step_seconds=step_seconds,
         step_seconds_all=step_times,
         images_per_second=ips,
@@ -234,7 +229,7 @@ def measure_matmul_peak(n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / min(_timed(lambda: f(a), repeats))
 
 
-@cli_main
+@entrypoint
 def main(argv: list[str] | None = None) -> int:
     p = OneLineParser(
         prog="python -m scaling.bench",
@@ -264,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     xla = r["flops_per_example_xla"]
     print(f"{r['model']} ({r['family']}), {r['params']:,} params, batch {r['batch_size']} at {r['image_size']}px, "
-          f"{r['compute_dtype']}, {r['device_count']} x {r['device_kind']}; {allocator.describe()}")
+          f"{r['compute_dtype']}, {r['device_count']} x {r['device_kind']}; {malloc.describe()}")
     print(f"  compile          {r['compile_seconds']:.2f} s")
     print(f"  train step       {r['step_seconds'] * 1e3:.1f} ms  ({r['images_per_second']:.0f} images/s)")
     print(f"  input pipeline   {(r['data_seconds_device'] + r['data_seconds_host']) * 1e3:.2f} ms "
@@ -285,7 +280,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from scaling.allocator import reexec_with_tuned_malloc
-
-    reexec_with_tuned_malloc()  # before JAX starts: see scaling/allocator.py
     sys.exit(main())

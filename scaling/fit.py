@@ -2,7 +2,7 @@
 
 PATH is a study workdir (any tree of result.json files, e.g. from
 ``python -m scaling.sweep``) or a CSV file with columns compute, loss and
-optionally params, examples (alias tokens), epochs, family. Prints a readable
+optionally params, examples (alias tokens), unique_examples, epochs, family. Prints a readable
 summary, or with --json exactly one JSON document; --out writes the plots.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 from scaling.errors import OneLineParser, UserError
 from scaling.platform.entrypoint import entrypoint
 
-LAWS = ("power", "saturating", "parametric", "isoflop")
+LAWS = ("power", "saturating", "parametric", "isoflop", "data-constrained")
 
 
 def _parser() -> OneLineParser:

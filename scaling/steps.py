@@ -7,7 +7,6 @@ their steps here, so what is benchmarked is exactly what is trained.
 from __future__ import annotations
 
 import dataclasses
-import platform
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +18,7 @@ from scaling import optim
 from scaling.config import TrainConfig
 from scaling.data.pipeline import make_batch_fn, preprocess
 from scaling.models import registry
+from scaling.platform.xla_cpu import compiler_options
 
 
 @dataclasses.dataclass
@@ -110,14 +110,6 @@ def build(cfg: TrainConfig, num_classes: int, image_size: int, mean, std) -> Par
         replicated=replicated,
         batch_sharded=batch_sharded,
     )
-
-
-def compiler_options(spec: registry.ModelSpec) -> dict | None:
-    """The XLA options ``spec``'s steps compile with here: its CPU options on
-    an x86-64 CPU (they name libraries jaxlib bundles there), else none."""
-    if spec.cpu_compiler_options and jax.default_backend() == "cpu" and platform.machine() in ("x86_64", "AMD64"):
-        return dict(spec.cpu_compiler_options)
-    return None
 
 
 def count_params(params) -> int:

@@ -21,18 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
-from scaling import __version__
+from scaling import __version__, evaluation
 from scaling.config import TrainConfig, check_fields, check_length, resolve
-from scaling.errors import OneLineParser, UserError, cli_main
+from scaling.errors import OneLineParser, UserError
 from scaling.paths import atomic_write_bytes, atomic_write_json, read_json
+from scaling.platform import restart
+from scaling.platform.entrypoint import entrypoint
 
 RESULT_SCHEMA = 1
-MAX_INTERMEDIATE_EVALS = 4
-# The CLI restarts only after a compile at least this long (seconds; override
-# with SCALING_RESTART_AFTER_COMPILE=SECONDS|off): a restart costs ~10 s
-# (start-up, data, programs from the cache), and short compiles leave the
-# process fast.
-RESTART_AFTER_COMPILE_SECONDS = 5.0
 
 
 class Accounting:
@@ -126,13 +122,7 @@ def _rewind_metrics(path: Path, step: int) -> None:
 class RestartAfterCompile(Exception):
     """This process compiled the steps itself; the CLI restarts once to train in
     a process that loads them from the persistent cache (see
-    ``scaling.allocator.restart_clean``: 30-50% faster steps on XLA:CPU)."""
-
-
-def default_eval_every(total_steps: int, steps_per_epoch: int) -> int:
-    """At most 4 intermediate evaluations, and at most one per epoch: evaluation
-    is compute the study pays for, so short runs only evaluate at the end."""
-    return max(math.ceil(total_steps / (MAX_INTERMEDIATE_EVALS + 1)), steps_per_epoch)
+    ``scaling.platform.restart``: 30-50% faster steps on XLA:CPU)."""
 
 
 def run(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True,
@@ -190,13 +180,11 @@ def _previous_result(workdir: Path) -> dict | None:
 
 def _train(cfg: TrainConfig, workdir: Path, data, devices: dict, total_steps: int, *, progress: bool,
            restart_after_compile: float | None) -> dict:
-    from scaling import allocator
-
-    handed_over = allocator.restarted_at()
+    handed_over = restart.restarted_at()
     acct = Accounting(workdir / "accounting.json", devices["device_count"],
                       seconds_before=max(time.time() - handed_over, 0.0) if handed_over else 0.0)
     try:
-        return _train_accounted(cfg, workdir, data, devices, total_steps, acct, handed_over, progress=progress,
+        return _train_accounted(cfg, workdir, data, devices, total_steps, acct, progress=progress,
                                 restart_after_compile=restart_after_compile)
     except (UserError, KeyboardInterrupt, RestartAfterCompile):
         raise
@@ -210,73 +198,33 @@ def _train(cfg: TrainConfig, workdir: Path, data, devices: dict, total_steps: in
 
 
 def _train_accounted(cfg: TrainConfig, workdir: Path, data, devices: dict, total_steps: int, acct: Accounting,
-                     handed_over: float | None, *, progress: bool, restart_after_compile: float | None) -> dict:
+                     *, progress: bool, restart_after_compile: float | None) -> dict:
     import jax
 
-    from scaling import compute, faults, optim, runtime, steps
+    from scaling import compute, faults, runtime, steps
+    from scaling.platform import malloc
     from scaling.checkpoint import Checkpointer
     from scaling.data.pipeline import ExampleStream
     from scaling.models import registry
+    from scaling.programs import Programs
 
     spec = registry.get(cfg.model)
     image_size = cfg.image_size or data.image_size
     steps_per_epoch = math.ceil(data.train_size / cfg.batch_size)
     epochs = total_steps * cfg.batch_size / data.train_size
-    eval_every = cfg.eval_every or default_eval_every(total_steps, steps_per_epoch)
-    mean, std = data.channel_stats()
-
-    parts = steps.build(cfg, data.num_classes, image_size, mean, std)
-    lr_args = optim.schedule_args(cfg, total_steps)
-    rep, shard = parts.replicated, parts.batch_sharded
-    images = jax.device_put(data.train_images, rep)
-    labels = jax.device_put(data.train_labels, rep)
-    base_key = jax.random.key(cfg.seed)
-    init_key, step_key = jax.random.split(base_key)
-
-    def eval_batch(n: int) -> int:
-        eb = min(1000, n)
-        return eb - eb % devices["device_count"]
+    eval_every = cfg.eval_every or evaluation.default_eval_every(total_steps, steps_per_epoch)
+    progs = Programs(cfg, data, devices["device_count"], total_steps)
+    images, labels, lr_args, step_key = progs.images, progs.labels, progs.lr_args, progs.step_key
+    shard = progs.parts.batch_sharded
 
     # The newest checkpoint that restores (a damaged one is set aside), before
-    # anything compiles: see below.
-    abstract = jax.eval_shape(parts.init_state, init_key)
-    abstract = jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep), abstract)
+    # anything compiles.
     ckpt = Checkpointer(workdir / "checkpoints")
-    start, restored = ckpt.restore_latest(abstract) if ckpt.latest_step() else (0, None)
-
-    # Compile every program ahead of time, before any of them runs: the
-    # initialiser (unless resuming), the train step and one eval step per eval
-    # batch size. Compile seconds are then measured, not guessed, and nothing
-    # compiles after the train step is loaded: on XLA:CPU a compile after that
-    # point leaves the step ~14% slower for the rest of the process
-    # (docs/performance.md, "Restart after compiling").
-    t = time.monotonic()
-    idx_spec = jax.ShapeDtypeStruct((cfg.batch_size,), np.int32, sharding=shard)
-    fresh = {}  # program -> seconds spent compiling it here, now in the cache for next time
-
-    def compile_(name, lowered):
-        with runtime.CacheMisses() as misses:  # per program: tiny ones miss in every process
-            compiled = lowered.compile()
-        fresh[name] = misses.fresh_seconds
-        return compiled
-
-    init_state = None if start else compile_("init", parts.init_state.lower(init_key))
-    train_step = compile_("train", parts.train_step.lower(abstract, images, labels, idx_spec, step_key, lr_args))
-    eval_fns: dict = {}
-    for split in ("val", "test"):
-        x, y = getattr(data, f"{split}_images"), getattr(data, f"{split}_labels")
-        eb = eval_batch(len(x))
-        if eb not in eval_fns:
-            specs = (jax.ShapeDtypeStruct((eb,) + x.shape[1:], x.dtype, sharding=shard),
-                     jax.ShapeDtypeStruct((eb,), y.dtype, sharding=shard),
-                     jax.ShapeDtypeStruct((eb,), np.float32, sharding=shard))
-            eval_fns[eb] = compile_(f"eval{eb}", parts.eval_step.lower(abstract["params"], *specs))
-    acct.add("compile", time.monotonic() - t)
-    # Restart only when the train step itself will load from the cache there
-    # (a program the cache cannot store, e.g. the ViT's oneDNN step on a CPU,
-    # would only compile again).
-    if (restart_after_compile is not None and fresh["train"] and sum(fresh.values()) >= restart_after_compile
-            and handed_over is None and jax.default_backend() == "cpu"):
+    start, restored = ckpt.restore_latest(progs.abstract) if ckpt.latest_step() else (0, None)
+    progs.compile(with_init=not start)
+    train_step = progs.train
+    acct.add("compile", progs.compile_seconds)
+    if restart.should_restart(progs.fresh, restart_after_compile, jax.default_backend()):
         acct.flush()
         ckpt.close()
         raise RestartAfterCompile
@@ -284,7 +232,7 @@ def _train_accounted(cfg: TrainConfig, workdir: Path, data, devices: dict, total
     flops_xla = compute.xla_flops(train_step)
     flops_per_example = compute.train_flops_per_example(spec, image_size, data.num_classes)
 
-    state = restored if start else init_state(init_key)
+    state = restored if start else progs.init(progs.init_key)
     n_params = steps.count_params(state["params"])
     metrics_path = workdir / "metrics.jsonl"
     _rewind_metrics(metrics_path, start)
@@ -296,22 +244,9 @@ def _train_accounted(cfg: TrainConfig, workdir: Path, data, devices: dict, total
 
     def evaluate(params, split: str) -> tuple[float, float]:
         t0 = time.monotonic()
-        x, y = getattr(data, f"{split}_images"), getattr(data, f"{split}_labels")
-        eb = eval_batch(len(x))
-        loss = correct = 0.0
-        for i in range(0, len(x), eb):
-            xb, yb = x[i : i + eb], y[i : i + eb]
-            mask = np.ones(eb, np.float32)
-            if len(xb) < eb:  # pad the last batch so there is one compiled shape
-                mask[len(xb) :] = 0
-                xb = np.concatenate([xb, np.zeros((eb - len(xb),) + xb.shape[1:], xb.dtype)])
-                yb = np.concatenate([yb, np.zeros(eb - len(yb), yb.dtype)])
-            args = (params, jax.device_put(xb, shard), jax.device_put(yb, shard), jax.device_put(mask, shard))
-            ls, cs = eval_fns[eb](*args)  # one compiled shape per eval batch size
-            loss += float(ls)
-            correct += float(cs)
+        out = progs.evaluate(params, split)
         acct.add("eval", time.monotonic() - t0)
-        return loss / len(x), correct / len(x)
+        return out
 
     stream = ExampleStream(data.train_size, cfg.batch_size, cfg.seed)
     bar = _progress(progress, total_steps, start, cfg.model)
@@ -425,6 +360,8 @@ def _train_accounted(cfg: TrainConfig, workdir: Path, data, devices: dict, total
         flops_convention="FLOP = 2 x multiply-accumulate; training = forward + backward (3 x forward)",
         flops_per_example=flops_per_example,
         flops_per_example_xla=flops_xla / cfg.batch_size * devices["device_count"] if flops_xla else None,
+        program_fingerprint=progs.fingerprint,
+        host_malloc=malloc.describe(),
         train_flops=flops_per_example * examples_seen,
         accelerator_hours=totals["accelerator_hours"],
         accelerator_hours_breakdown=totals["accelerator_hours_breakdown"],
@@ -547,27 +484,15 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return cfg
 
 
-def _restart_threshold() -> float | None:
-    value = os.environ.get("SCALING_RESTART_AFTER_COMPILE", str(RESTART_AFTER_COMPILE_SECONDS))
-    if value.lower() == "off":
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        raise UserError(f"SCALING_RESTART_AFTER_COMPILE must be a number of seconds or 'off', got {value!r}") from None
-
-
-@cli_main
+@entrypoint
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     cfg = config_from_args(args)
     progress = not args.quiet and not args.json
     try:
-        result = run(cfg, args.workdir, progress=progress, restart_after_compile=_restart_threshold())
+        result = run(cfg, args.workdir, progress=progress, restart_after_compile=restart.threshold())
     except RestartAfterCompile:
-        from scaling.allocator import restart_clean
-
-        restart_clean("compiled in this process: restarting once to train with the cached programs "
+        restart.restart_clean("compiled in this process: restarting once to train with the cached programs "
                       "(XLA:CPU runs them 30-50% faster in a process that did not compile)")
         result = run(cfg, args.workdir, progress=progress)  # could not restart: train here
     if args.json:
@@ -599,7 +524,4 @@ def summary(r: dict) -> str:
 
 
 if __name__ == "__main__":
-    from scaling.allocator import reexec_with_tuned_malloc
-
-    reexec_with_tuned_malloc()  # before JAX starts: see scaling/allocator.py
     sys.exit(main())

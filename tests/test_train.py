@@ -14,7 +14,7 @@ import pytest
 
 from conftest import REPO, run_cli
 from scaling.models import registry
-from scaling.steps import compiler_options
+from scaling.platform.xla_cpu import compiler_options
 
 # Every field design.md requires of result.json.
 REQUIRED = """model family params dataset image_size epochs steps batch_size lr seed status val_loss

@@ -328,13 +328,14 @@ import numpy as np
 from scaling import optim, steps
 from scaling.config import TrainConfig, resolve
 from scaling.models import registry
+from scaling.platform import xla_cpu
 cases = {
     "defaults": {},
     "original": dict(model_kwargs=dict(pool="cls", posemb="learn", rep_size=32, dropout=0.1),
                      mixup_alpha=0.2, label_smoothing=0.1, ema_decay=0.999),
     "scan-bf16": dict(model_kwargs=dict(scan=True), compute_dtype="bfloat16"),
 }
-options = steps.compiler_options(registry.get("vit-c0/4"))
+options = xla_cpu.compiler_options(registry.get("vit-c0/4"))
 print("options", bool(options), flush=True)
 for name, kw in cases.items():
     cfg = resolve(TrainConfig(model="vit-c0/4", batch_size=8, **kw))

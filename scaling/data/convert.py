@@ -27,7 +27,8 @@ from pathlib import Path
 
 from scaling.data import records as rec
 from scaling.data.preprocess import decode_rgb
-from scaling.errors import UserError, cli_main
+from scaling.errors import UserError
+from scaling.platform.entrypoint import entrypoint
 
 DEFAULT_SHARD_SIZE = 5000  # records per shard (about 0.5 GB of ImageNet JPEGs)
 
@@ -137,7 +138,7 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, shard_size: int =
     return meta
 
 
-@cli_main
+@entrypoint
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m scaling.data.convert",

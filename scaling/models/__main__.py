@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
-from scaling.errors import OneLineParser, cli_main
+from scaling.errors import OneLineParser
+from scaling.platform.entrypoint import entrypoint
 
 
 def rows(family: str | None = None, num_classes: int = 10) -> list[dict]:
@@ -38,7 +39,7 @@ def rows(family: str | None = None, num_classes: int = 10) -> list[dict]:
     return out
 
 
-@cli_main
+@entrypoint
 def main(argv: list[str] | None = None) -> int:
     p = OneLineParser(
         prog="python -m scaling.models",

@@ -13,7 +13,8 @@ import signal
 import sys
 from pathlib import Path
 
-from scaling.errors import OneLineParser, UserError, cli_main
+from scaling.errors import OneLineParser, UserError
+from scaling.platform.entrypoint import entrypoint
 
 
 def parser() -> argparse.ArgumentParser:
@@ -55,7 +56,7 @@ def _terminate(signum, frame):
     raise KeyboardInterrupt  # SIGTERM (e.g. preemption): stop trials cleanly, like Ctrl-C
 
 
-@cli_main
+@entrypoint
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if argv is None:
@@ -88,7 +89,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from scaling.allocator import reexec_with_tuned_malloc
-
-    reexec_with_tuned_malloc()  # before JAX starts: see scaling/allocator.py
     sys.exit(main())

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Callable
 
 from scaling.errors import UserError
+from scaling.platform.entrypoint import entrypoint
 from scaling.sweep import state
 from scaling.sweep.study import StudyConfig
 
@@ -44,6 +45,7 @@ def key(cfg: StudyConfig) -> dict:
         image_size=cfg.image_size,
         batch_size=cfg.batch_size,
         compute_dtype=cfg.compute_dtype,
+        train_overrides=cfg.train_overrides,
     )
 
 
@@ -61,6 +63,7 @@ class Worker:
     """The calibration subprocess, driven one model at a time."""
 
     def __init__(self, cfg: StudyConfig, env: dict | None = None):
+        self.cfg = cfg
         cmd = [sys.executable, "-m", "scaling.sweep.calibrate", "--dataset", cfg.dataset,
                "--batch-size", str(cfg.batch_size), "--dtype", cfg.compute_dtype]
         if cfg.data_source:
@@ -90,7 +93,10 @@ class Worker:
         return msg
 
     def measure(self, model: str) -> dict:
-        self.proc.stdin.write(model + "\n")
+        """Time the trials' own config of ``model`` (``study.trial_config``: overrides and model kwargs in)."""
+        from scaling.sweep.study import trial_config
+
+        self.proc.stdin.write(json.dumps(trial_config(self.cfg, model).to_json()) + "\n")
         self.proc.stdin.flush()
         return self._read()
 
@@ -187,6 +193,7 @@ def calibrated_ladders(calib: dict, ladders: dict[str, list[str]]) -> dict[str, 
 # ---- the worker process ------------------------------------------------------------
 
 
+@entrypoint
 def _worker(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="calibration worker (used by scaling.sweep)")
     p.add_argument("--dataset", default="cifar10")
@@ -224,15 +231,15 @@ def _worker(argv: list[str] | None = None) -> int:
             device_count=jax.device_count(),
             platform=jax.devices()[0].platform,
         ))
+        from scaling.config import TrainConfig
+
         for line in sys.stdin:
-            model = line.strip()
-            if not model:
+            if not line.strip():
                 continue
-            r = bench.measure(model, args.batch_size, image_size=args.image_size, dataset=args.dataset,
-                              compute_dtype=args.dtype, data_source=args.data)
-            send(dict(event="model", model=model, **{k: r[k] for k in (
-                "compile_seconds", "step_seconds", "eval_seconds_per_example", "flops_per_example",
-                "params", "wall_seconds")}))
+            r = bench.measure_config(TrainConfig.from_json(json.loads(line)))
+            send(dict(event="model", **{k: r[k] for k in (
+                "model", "compile_seconds", "step_seconds", "eval_seconds_per_example", "flops_per_example",
+                "params", "wall_seconds", "program_fingerprint")}))
     except Exception as e:  # reported to the sweep as one line
         send(dict(event="error", message=f"{type(e).__name__}: {e}"))
         return 1
@@ -240,8 +247,5 @@ def _worker(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from scaling.allocator import reexec_with_tuned_malloc
-
-    reexec_with_tuned_malloc()  # before JAX starts: see scaling/allocator.py
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     sys.exit(_worker())

@@ -8,7 +8,10 @@ A trial's cost is what the study pays for its training process::
   + steps x step_seconds
   + evals x eval examples x eval_seconds_per_example   (intermediate val, final val, test)
 
-all times the devices the trial uses. Calibration measures each term once per
+all times the devices the trial uses. A WSD stem segment or cooldown branch
+(``scaling.branching``) trains only steps [start, end) of its run: its train
+and intermediate-eval terms count those steps (the ``start``/``end``/
+``eval_every`` keywords), its fixed costs are a whole trial's. Calibration measures each term once per
 model; as trials finish, the measured/predicted ratio of each part (per
 model, else pooled) and the measured fixed costs (set-up, start-up) replace
 the guesses, which is how re-planning converges on the real cost. Before the
@@ -22,21 +25,7 @@ import dataclasses
 import math
 from typing import Any
 
-EVAL_BATCH = 1000  # the trainer's evaluation batch (last batch padded)
-
-
-def intermediate_evals(total_steps: int, steps_per_epoch: int, eval_every: int = 0) -> int:
-    """Intermediate validation evals the trainer runs (mirrors scaling.train)."""
-    from scaling.train import default_eval_every
-
-    every = eval_every or default_eval_every(total_steps, steps_per_epoch)
-    return (total_steps - 1) // every if every > 0 else 0
-
-
-def padded(n: int) -> int:
-    eb = min(EVAL_BATCH, n)
-    return math.ceil(n / eb) * eb
-
+from scaling.evaluation import intermediate_evals, padded
 
 PARTS = ("compile", "train", "eval", "other")
 
@@ -65,16 +54,19 @@ class CostModel:
     def steps(self, epochs: float) -> int:
         return max(1, math.ceil(epochs * self.data["train_size"] / self.batch_size))
 
-    def parts(self, model: str, epochs: float) -> dict[str, float]:
-        """Uncorrected trainer seconds per accounting part, from calibration."""
+    def parts(self, model: str, epochs: float, start: int = 0, end: int | None = None,
+              eval_every: int | None = None) -> dict[str, float]:
+        """Uncorrected trainer seconds per accounting part, from calibration, of a run of
+        ``epochs`` (or ``end`` steps) that trains from step ``start``."""
         m = self.calibration["models"][model]
-        total = self.steps(epochs)
+        total = self.steps(epochs) if end is None else end
         spe = math.ceil(self.data["train_size"] / self.batch_size)
-        n_val = intermediate_evals(total, spe, self.eval_every) + 1
+        every = self.eval_every if eval_every is None else eval_every
+        n_val = intermediate_evals(total, spe, every, start) + 1
         eval_examples = n_val * padded(self.data["val_size"]) + padded(self.data["test_size"])
         return {
             "compile": m["compile_seconds"],  # bench: train step + eval step
-            "train": total * m["step_seconds"],
+            "train": (total - start) * m["step_seconds"],
             "eval": eval_examples * m["eval_seconds_per_example"],
             "other": self.other_seconds if self.other_seconds is not None else self.data.get("setup_seconds", 0.0),
         }
@@ -84,22 +76,23 @@ class CostModel:
             return 1.0
         return self.corrections.get(model, {}).get(part, self.pooled.get(part, 1.0))
 
-    def trainer_seconds(self, model: str, epochs: float) -> float:
-        """The trainer's own wall time (what its accounting.json will report), corrected."""
-        return sum(v * self.ratio(model, k) for k, v in self.parts(model, epochs).items())
+    def trainer_seconds(self, model: str, epochs: float, **work) -> float:
+        """The trainer's own wall time (what its accounting.json will report), corrected.
+        ``work``: ``start``/``end``/``eval_every`` of a stem segment or branch (see ``parts``)."""
+        return sum(v * self.ratio(model, k) for k, v in self.parts(model, epochs, **work).items())
 
     def startup(self) -> float:
         if self.startup_seconds is not None:
             return self.startup_seconds
         return self.data.get("startup_seconds", 0.0)
 
-    def trial_hours(self, model: str, epochs: float) -> float:
+    def trial_hours(self, model: str, epochs: float, **work) -> float:
         """Predicted accelerator-hours of a whole new trial."""
-        return (self.trainer_seconds(model, epochs) + self.startup()) * self.devices / 3600.0
+        return (self.trainer_seconds(model, epochs, **work) + self.startup()) * self.devices / 3600.0
 
-    def remaining_hours(self, model: str, epochs: float, spent_trainer_hours: float) -> float:
+    def remaining_hours(self, model: str, epochs: float, spent_trainer_hours: float, **work) -> float:
         """Predicted hours still to pay for a started trial (one more process start)."""
-        total = self.trainer_seconds(model, epochs) * self.devices / 3600.0
+        total = self.trainer_seconds(model, epochs, **work) * self.devices / 3600.0
         return max(total - spent_trainer_hours, 0.0) + self.startup() * self.devices / 3600.0
 
     def train_flops(self, model: str, epochs: float) -> float:
@@ -111,7 +104,8 @@ def fit_corrections(model: CostModel, finished: list[dict], prior: dict | None =
     """Measured/predicted ratio per accounting part (per model and pooled), and the
     measured fixed costs per trial (trainer set-up, process start-up).
 
-    ``finished``: dicts with model, epochs, ``breakdown_seconds`` (the trainer's
+    ``finished``: dicts with model, epochs, optional ``work`` (start/end/eval_every
+    of a stem segment or branch), ``breakdown_seconds`` (the trainer's
     per-part seconds x devices, from result.json) and ``overhead_seconds`` (mean
     wrapper overhead of its processes, or None). Correcting each part separately
     keeps a compile-dominated short trial from distorting a long trial's price.
@@ -124,7 +118,7 @@ def fit_corrections(model: CostModel, finished: list[dict], prior: dict | None =
         bd = t.get("breakdown_seconds")
         if t["model"] not in model.calibration["models"] or not bd:
             continue
-        pred = model.parts(t["model"], t["epochs"])
+        pred = model.parts(t["model"], t["epochs"], **(t.get("work") or {}))
         per = sums.setdefault(t["model"], {k: [0.0, 0.0] for k in pooled})
         for k in pooled:
             actual = bd.get(k, 0.0) / model.devices

@@ -135,6 +135,11 @@ def study_lock(workdir: Path) -> Iterator[None]:
         os.close(fd)
 
 
+# What a new study's workdir may already hold: a calibration copied from an
+# earlier study on the same machine (it is keyed, so a stale one is re-measured).
+SEEDABLE = {"calibration.json"}
+
+
 def check_workdir(workdir: Path) -> None:
     """Refuse, before anything is written, a workdir that is not (or cannot become) this
     sweep's: a file, an unwritable place, or a folder holding anything but a study."""
@@ -147,7 +152,7 @@ def check_workdir(workdir: Path) -> None:
         if not (workdir / "study.json").exists():
             if (workdir / "config.json").exists() or (workdir / "result.json").exists():
                 raise UserError(f"workdir {workdir} holds a training run, not a study; use another --workdir")
-            foreign = sorted(p.name for p in workdir.iterdir())
+            foreign = sorted(p.name for p in workdir.iterdir() if p.name not in SEEDABLE)
             if foreign:
                 raise UserError(f"workdir {workdir} is not empty and holds no study "
                                 f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); use another --workdir")

@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import platform
 import sys
-import time
 
 TUNABLES = ":".join(
     [
@@ -41,15 +40,15 @@ def wanted(environ=os.environ) -> bool:
 def reexec_with_tuned_malloc() -> None:
     """Re-run this command with glibc's malloc tuned for XLA:CPU (no-op when not wanted).
 
-    Call it first thing in a CLI's ``if __name__ == "__main__":`` block, before
-    JAX is imported; never from library code.
+    ``scaling.platform.entrypoint`` calls it when a CLI starts, before JAX is
+    imported; never from library code.
     """
     if not wanted():
         return
-    _reexec(dict(os.environ, GLIBC_TUNABLES=TUNABLES))  # on failure: run untuned rather than fail
+    reexec(dict(os.environ, GLIBC_TUNABLES=TUNABLES))  # on failure: run untuned rather than fail
 
 
-def _reexec(env: dict) -> None:
+def reexec(env: dict) -> None:
     """Replace this process by the same command (same PID and arguments) with
     ``env``; returns only if that is impossible (an unusual sandbox)."""
     sys.stdout.flush()
@@ -60,11 +59,11 @@ def _reexec(env: dict) -> None:
         return
 
 
-def describe() -> str:
-    """One line for benchmark output: which malloc settings this process runs with."""
-    current = os.environ.get("GLIBC_TUNABLES")
+def describe(environ=os.environ) -> str:
+    """One line for benchmark output and run records: which malloc settings this process runs with."""
+    current = environ.get("GLIBC_TUNABLES")
     if current == TUNABLES:
-        return "malloc: tuned for XLA:CPU (scaling.allocator)"
+        return "malloc: tuned for XLA:CPU (scaling.platform.malloc)"
     return f"malloc: GLIBC_TUNABLES={current}" if current else "malloc: platform default"
 
 
@@ -74,36 +73,3 @@ def default_environ(environ=os.environ) -> dict:
     if env.get("GLIBC_TUNABLES") == TUNABLES:
         del env["GLIBC_TUNABLES"]
     return env
-
-
-# Set in the environment of a process that ``restart_clean`` started: the
-# wall-clock time (time.time()) at which the previous process handed over.
-RESTARTED_AT = "SCALING_RESTARTED_AT"
-
-
-def restarted_at(environ=os.environ) -> float | None:
-    """When this process was started by ``restart_clean`` (None: it was not)."""
-    value = environ.get(RESTARTED_AT)
-    return float(value) if value else None
-
-
-def restart_clean(reason: str) -> None:
-    """Re-run this command once in a fresh process (same PID and arguments),
-    saying ``reason`` on stderr; returns only if it cannot (already restarted
-    once, or the exec failed), and then the caller carries on in this process.
-
-    Why: on XLA:CPU a process that compiled a large program itself runs it
-    30-50% slower than one that loaded it from the persistent compilation
-    cache (2-core CPU, ``nfnet-f0-w0.125`` batch 128: 285-300 ms vs 200 ms
-    per step; compiling leaves the heap in a state the step's buffers then
-    pay for; untuned malloc 258 ms, so it is not the tuning alone). A CLI that
-    had to compile therefore restarts once, and the new process loads the
-    programs from the cache. That process must not compile anything either:
-    one compile after the step is loaded (the parameter initialiser, 12 s)
-    still costs ~14% (220 vs 192 ms), so the trainer compiles every program
-    before the restart. CLIs only; never from library code.
-    """
-    if restarted_at() is not None:
-        return
-    print(reason, file=sys.stderr)
-    _reexec(dict(os.environ, **{RESTARTED_AT: repr(time.time())}))

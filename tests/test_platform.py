@@ -10,15 +10,15 @@ import sys
 import pytest
 
 from conftest import REPO
-from scaling import allocator
+from scaling.platform import malloc
 
-pytestmark = pytest.mark.skipif(not allocator.wanted({}), reason="needs Linux with glibc")
+pytestmark = pytest.mark.skipif(not malloc.wanted({}), reason="needs Linux with glibc")
 
 # Prints its pid and argv, re-executes like a CLI entry point, prints the environment it ended with.
 PROBE = """
 import os, sys
 print("start", os.getpid(), sys.argv[1:], flush=True)
-from scaling.allocator import reexec_with_tuned_malloc
+from scaling.platform.malloc import reexec_with_tuned_malloc
 reexec_with_tuned_malloc()
 print("tunables", os.environ.get("GLIBC_TUNABLES"), os.getpid(), flush=True)
 """
@@ -26,7 +26,7 @@ print("tunables", os.environ.get("GLIBC_TUNABLES"), os.getpid(), flush=True)
 # A jitted backward pass whose temporaries (64 MiB each) are freed after every call.
 FAULTS = """
 import resource, sys
-from scaling.allocator import reexec_with_tuned_malloc
+from scaling.platform.malloc import reexec_with_tuned_malloc
 reexec_with_tuned_malloc()
 import jax, jax.numpy as jnp
 x = jnp.ones((8192, 256)); w1 = jnp.ones((256, 2048)) * 0.01; w2 = jnp.ones((2048, 256)) * 0.01
@@ -56,7 +56,7 @@ def test_reexecs_once_same_pid_and_arguments():
     assert len(lines) == 3, lines  # started twice (before and after the exec), finished once
     assert lines[0] == lines[1] and "['--model', 'x y']" in lines[0]
     pid = lines[0].split()[1]
-    assert lines[2] == f"tunables {allocator.TUNABLES} {pid}"
+    assert lines[2] == f"tunables {malloc.TUNABLES} {pid}"
 
 
 @pytest.mark.parametrize("env", [{"SCALING_MALLOC": "off"}, {"GLIBC_TUNABLES": "glibc.malloc.arena_max=4"}])
@@ -77,9 +77,9 @@ def test_tuned_malloc_removes_page_faults_of_xla_temporaries():
 
 
 def test_default_environ_drops_only_our_settings():
-    env = allocator.default_environ({"GLIBC_TUNABLES": allocator.TUNABLES, "PATH": "/bin"})
+    env = malloc.default_environ({"GLIBC_TUNABLES": malloc.TUNABLES, "PATH": "/bin"})
     assert "GLIBC_TUNABLES" not in env and env["SCALING_MALLOC"] == "off" and env["PATH"] == "/bin"
-    mine = allocator.default_environ({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"})
+    mine = malloc.default_environ({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"})
     assert mine["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2"  # a user's own choice is kept
 
 
@@ -92,7 +92,7 @@ def test_child_step_runs_steps_in_a_child_with_default_malloc():
         "print('noise on stdout must not break the protocol'); "
         "serve_steps(lambda: next(n), os.environ.get('GLIBC_TUNABLES', 'default'))"
     )
-    env = allocator.default_environ(dict(os.environ, GLIBC_TUNABLES=allocator.TUNABLES))
+    env = malloc.default_environ(dict(os.environ, GLIBC_TUNABLES=malloc.TUNABLES))
     child = ChildStep([sys.executable, "-c", program], env)
     assert child.info == "default"
     assert [child() for _ in range(3)] == ["1", "2", "3"]
@@ -101,3 +101,27 @@ def test_child_step_runs_steps_in_a_child_with_default_malloc():
     broken._proc = subprocess.Popen([sys.executable, "-c", "pass"], stdout=subprocess.PIPE, stdin=subprocess.PIPE, text=True)
     with pytest.raises(RuntimeError, match="exited with status 0"):
         broken._reply()
+
+
+def test_console_script_behaves_like_python_m(tmp_path):
+    """``scaling-train`` (the console script) goes through the same entrypoint as
+    ``python -m scaling.train``: the same malloc re-exec, the same exit codes."""
+    import json
+    import shutil
+
+    script = shutil.which("scaling-train", path=os.path.dirname(sys.executable))
+    if script is None:
+        pytest.skip("the package is not installed (no scaling-train console script)")
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    results = {}
+    for name, cmd in {"module": [sys.executable, "-m", "scaling.train"], "script": [script]}.items():
+        bad = subprocess.run([*cmd, "--model", "cnn-xs", "--log-every", "0", "--workdir", str(tmp_path / "bad")],
+                             capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+        assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+        good = subprocess.run([*cmd, "--model", "cnn-xs", "--data", "synthetic", "--steps", "2", "--batch-size", "32",
+                               "--workdir", str(tmp_path / name), "--quiet"], capture_output=True, text=True, env=env,
+                              cwd=tmp_path, timeout=300)
+        assert good.returncode == 0, good.stderr
+        results[name] = json.loads((tmp_path / name / "result.json").read_text())
+    assert results["script"]["host_malloc"] == results["module"]["host_malloc"] == malloc.describe({"GLIBC_TUNABLES": malloc.TUNABLES})
+    assert not (tmp_path / "bad").exists()
