@@ -181,6 +181,12 @@ def load(paths: list[str | Path]) -> Table:
     cols.setdefault("loss", np.array([]))
     for name in ("source", "input"):
         cols.setdefault(name, np.array([], dtype=object))
+    if "unique_examples" in cols and "examples" in cols and cols["unique_examples"].dtype != object:
+        more = cols["unique_examples"] > cols["examples"]  # nan compares False
+        for i in np.flatnonzero(more):
+            if rows[i]["input"] == "csv":
+                raise UserError(f"{rows[i]['source']}: unique_examples ({rows[i].get('unique_examples')}) is larger "
+                                f"than examples ({rows[i].get('examples')}): unique examples are among those seen")
     table = Table(cols, excluded, kinds, unreadable=unreadable)
     bad = ~(np.isfinite(table.columns["loss"]) & (table.columns["loss"] > 0))
     if bad.any():

@@ -24,7 +24,7 @@ from analysis.records import Table
 from scaling.errors import UserError
 
 FRONTIER_LAWS = ("power", "saturating")
-ALL_LAWS = ("power", "saturating", "parametric", "isoflop")
+ALL_LAWS = ("power", "saturating", "parametric", "isoflop", "data-constrained")
 EXTRAPOLATION_WARN = 10.0
 
 
@@ -144,6 +144,9 @@ def analyse_group(
         if law == "parametric":
             raise UserError(f"group {name!r}: the parametric law needs at least 6 runs, have {n}")
 
+    if law == "data-constrained":
+        report["law"] = _data_constrained(name, table, cols, n_boot, seed, warnings)
+
     # --- IsoFLOP profiles --------------------------------------------------
     if _num(table, "params"):
         t_iso = time.perf_counter()
@@ -194,6 +197,32 @@ def analyse_group(
     report["fit_seconds"] = round(time.perf_counter() - t0, 3)
     report["warnings"] = warnings
     return res
+
+
+def _data_constrained(name: str, table: Table, cols: dict, n_boot: int, seed: int, warnings: list) -> dict:
+    """Muennighoff et al.'s law on all runs; U = unique_examples, else the records' train_size."""
+    for col in ("params", "examples"):
+        if not _num(table, col):
+            raise UserError(f"the data-constrained law needs a positive {col!r} column for every run")
+    if _num(table, "unique_examples"):
+        source = "unique_examples"
+    elif _num(table, "train_size"):
+        source = "train_size"
+        cols["unique_examples"] = np.minimum(cols["train_size"], cols["examples"])
+    else:
+        raise UserError(
+            "the data-constrained law needs a 'unique_examples' column (unique examples seen; "
+            "or 'train_size' in run records) for every run"
+        )
+    if len(table) < 8:
+        raise UserError(f"group {name!r}: the data-constrained law needs at least 8 runs, have {len(table)}")
+    lf = fit_law("data-constrained", cols, frontier=False, n_boot=n_boot, seed=seed)
+    if not lf.fit.converged:
+        warnings.append(f"data-constrained fit did not converge ({lf.fit.message})")
+    warnings += _bound_warnings("data-constrained", lf)
+    ext = extrapolation_error("data-constrained", cols, frontier=False)
+    return {**lf.report(), "extrapolation_error": ext, "unique_examples_from": source,
+            "allocation": "from the parametric law (the data-constrained optimum is not computed yet)"}
 
 
 def _bound_warnings(form: str, lf: LawFit) -> list[str]:
