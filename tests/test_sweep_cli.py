@@ -70,8 +70,8 @@ def test_same_study_is_recognised_and_overrides_change_identity(tmp_path):
 
 
 def test_every_experiment_config_loads_and_names_known_models():
-    configs = [p for p in (REPO / "experiments").glob("*.py") if "get_config" in p.read_text()]
-    assert configs
+    configs = [study.packaged(n) for n in study.packaged_names()]
+    assert {"cifar10_cnn", "cifar10_small", "cifar10_reference"} <= {p.stem for p in configs}
     from scaling.models import registry
 
     for p in configs:
@@ -85,3 +85,19 @@ def test_every_experiment_config_loads_and_names_known_models():
 def test_help_explains_itself():
     r = sweep("--help")
     assert r.returncode == 0 and "--budget" in r.stdout and "--dry-run" in r.stdout
+
+
+def test_packaged_configs_are_found_from_a_plain_install(tmp_path):
+    """A non-editable install (the package copied into site-packages) finds
+    ``--config cifar10_cnn`` from any directory: the configs ship in the package."""
+    target = tmp_path / "site"
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                        "--target", str(target), str(REPO)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    probe = ("import scaling.sweep.study as s; p, _ = s.resolve_path('cifar10_cnn'); "
+             "print(p); print(s.load('cifar10_cnn').name)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path,
+                         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(target)}, timeout=120)
+    assert out.returncode == 0, out.stderr
+    path, name = out.stdout.split()
+    assert path.startswith(str(target)) and name == "cifar10_cnn"

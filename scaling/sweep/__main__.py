@@ -21,14 +21,14 @@ def parser() -> argparse.ArgumentParser:
     p = OneLineParser(
         prog="python -m scaling.sweep",
         description=__doc__.split("\n\n")[1].replace("\n", " "),
-        epilog="Study configs: experiments/*.py define get_config() -> dict of StudyConfig fields "
+        epilog="Study configs: scaling/studies/*.py (packaged; --config NAME) or any PATH.py define get_config() -> dict of StudyConfig fields "
         "(scaling/sweep/study.py). Spend = calibration + every trial's accelerator-hours + sweep overhead, "
         "recomputed from the records in --workdir.",
     )
     p.add_argument("--budget", required=True, help="accelerator-hours to spend (wall-clock x devices), e.g. 0.05")
     p.add_argument("--workdir", required=True, help="study directory (created; re-running resumes it)")
     p.add_argument("--config", default="cifar10_small",
-                   help="study config: NAME (experiments/NAME.py), PATH.py or PATH.py:ARG (default: %(default)s)")
+                   help="study config: NAME (scaling/studies/NAME.py), PATH.py or PATH.py:ARG (default: %(default)s)")
     p.add_argument("--families", help="comma-separated model families (overrides the config)")
     p.add_argument("--batch-size", type=int, help="global batch size (overrides the config)")
     p.add_argument("--seed", type=int, help="run a single seed (overrides the config's seeds)")

@@ -1,9 +1,9 @@
 """Study configuration: what a budgeted sweep may train, loaded from a Python file.
 
-Convention (big_vision style): a study config is a Python file under
-``experiments/`` that defines ``get_config(arg=None)`` returning a dict of
+Convention (big_vision style): a study config is a Python file (packaged ones
+in ``scaling/studies/``) that defines ``get_config(arg=None)`` returning a dict of
 ``StudyConfig`` fields (or a ``StudyConfig``). ``--config NAME`` resolves to
-``experiments/NAME.py``; ``--config path.py:arg`` passes ``arg`` to
+``scaling/studies/NAME.py``; ``--config path.py:arg`` passes ``arg`` to
 ``get_config``. CLI flags (``--families``, ``--batch-size``, ``--seed``,
 ``--data``) override fields after loading.
 
@@ -24,7 +24,6 @@ from typing import Any
 
 from scaling.errors import UserError
 
-EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
 
 
 # TrainConfig fields a study sets for each trial (not overridable).
@@ -145,14 +144,28 @@ def _positive(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
 
 
+def packaged(name: str) -> Path:
+    """The file of packaged study config ``name`` (``scaling/studies/NAME.py``)."""
+    from importlib import resources
+
+    return Path(str(resources.files("scaling.studies").joinpath(f"{name}.py")))
+
+
+def packaged_names() -> list[str]:
+    from importlib import resources
+
+    return sorted(p.name[:-3] for p in resources.files("scaling.studies").iterdir()
+                  if p.name.endswith(".py") and not p.name.startswith("_"))
+
+
 def resolve_path(spec: str) -> tuple[Path, str | None]:
     """``NAME``, ``path.py`` or ``path.py:arg`` -> (file, arg)."""
     path, _, arg = spec.partition(":")
     p = Path(path)
     if p.suffix != ".py" and not p.exists():
-        p = EXPERIMENTS_DIR / f"{path}.py"
+        p = packaged(path)
     if not p.is_file():
-        raise UserError(f"study config {spec!r} not found (looked for {p})")
+        raise UserError(f"study config {spec!r} not found (looked for {p}; packaged: {', '.join(packaged_names())})")
     return p, (arg or None)
 
 
