@@ -39,7 +39,7 @@ def rss_bytes(include_children: bool = True) -> int:
 
 
 def measure(data, *, image_size: int = 64, batch_size: int = 256, steps: int = 40, workers: int | None = None,
-            threads: int = 1, prefetch: int = 2, seed: int = 0, crop_scale=(0.08, 1.0)) -> dict:
+            threads: int | None = None, prefetch: int = 2, seed: int = 0, crop_scale=(0.08, 1.0)) -> dict:
     """Images/s of ``data.train_loader`` (a ``StreamData``) over ``steps`` batches after the first."""
     from scaling.data.preprocess import CropConfig
 
@@ -61,7 +61,7 @@ def measure(data, *, image_size: int = 64, batch_size: int = 256, steps: int = 4
     return dict(
         images_per_second=steps * batch_size / (t2 - t1),
         first_batch_seconds=t1 - t0,
-        steps=steps, batch_size=batch_size, image_size=image_size, workers=loader.workers, threads=threads,
+        steps=steps, batch_size=batch_size, image_size=image_size, workers=loader.workers, threads=loader.threads,
         rss_start_mib=rss_start / 2**20, rss_warm_mib=rss_warm / 2**20, rss_end_mib=rss_last / 2**20,
         rss_peak_mib=rss_peak / 2**20,
         cpu_count=os.cpu_count(), source_kind=data.source.kind, train_size=data.train_size,
@@ -77,8 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image-size", type=int, default=64, help="random-resized crop size (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--steps", type=int, default=40, help="batches timed after the first (default %(default)s)")
-    p.add_argument("--workers", type=int, default=None, help="decode processes (default: one per core)")
-    p.add_argument("--threads", type=int, default=1, help="decode threads per process (default %(default)s)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="decode processes (default: none up to 4 cores, else one per core)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="decode threads per process (default: one per core without workers, else 1)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     args = p.parse_args(argv)
     from scaling.data.stream import open_stream
