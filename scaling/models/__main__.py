@@ -54,10 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(table, indent=2))
         return 0
-    print(f"{'name':<28} {'family':<7} {'ladder':>6} {'params':>14} {'px':>4} {'train GFLOP/ex':>15}")
+    print(f"{'name':<28} {'family':<9} {'ladder':>6} {'params':>14} {'px':>4} {'train GFLOP/ex':>15}")
     for r in table:
         rank = "" if r["ladder_rank"] is None else str(r["ladder_rank"])
-        print(f"{r['name']:<28} {r['family']:<7} {rank:>6} {r['params']:>14,} {r['image_size']:>4} "
+        print(f"{r['name']:<28} {r['family']:<9} {rank:>6} {r['params']:>14,} {r['image_size']:>4} "
               f"{r['train_flops_per_example'] / 1e9:>15.4f}")
     print(f"({len(table)} models, {args.num_classes}-class head; FLOP = 2 x MAC, training = forward + backward)")
     return 0

@@ -1,7 +1,13 @@
 """The model registry: one table of every model the trainer, sweep and CLIs know.
 
-A model family module (``cnn.py``, ``nfnet.py``, ``vit.py``) calls ``register``
-at import time for each of its variants. ``ModelSpec`` is the whole contract:
+A model family is one module of this package (``cnn.py``, ``nfnet.py``,
+``vit.py``, ...) that calls ``register`` at import time for each of its
+variants; adding a family is adding a file. Families load lazily: ``get(name)``
+imports only the module named by the model name's prefix (``resnet-50`` ->
+``scaling.models.resnet``), and ``all_specs`` imports every module of the
+package (``pkgutil``; names starting with ``_`` are skipped). This module
+imports no family, so there is no import circle. ``ModelSpec`` is the whole
+contract:
 
 - ``build(num_classes, image_size, **kwargs)`` returns a Flax module whose
   ``__call__(x, train: bool)`` maps float NHWC images (already standardised)
@@ -19,6 +25,9 @@ at import time for each of its variants. ``ModelSpec`` is the whole contract:
 from __future__ import annotations
 
 import dataclasses
+import functools
+import importlib
+import pkgutil
 from typing import Any, Callable, Mapping
 
 from scaling.errors import UserError
@@ -51,20 +60,30 @@ def register(spec: ModelSpec) -> ModelSpec:
     return spec
 
 
-def _load_families() -> None:
-    # Importing a family module registers its models.
-    from scaling.models import cnn  # noqa: F401
+@functools.lru_cache(maxsize=None)
+def _family_modules() -> tuple[str, ...]:
+    """Names of the modules of ``scaling.models`` that may hold families."""
+    package = importlib.import_module(__package__)
+    return tuple(sorted(m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_")))
 
-    for optional in ("nfnet", "vit"):
-        try:
-            __import__(f"scaling.models.{optional}")
-        except ModuleNotFoundError as e:
-            if e.name != f"scaling.models.{optional}":
-                raise
+
+def _load_family(module: str) -> None:
+    # Importing a family module registers its models (a no-op once imported).
+    importlib.import_module(f"{__package__}.{module}")
+
+
+def _load_families() -> None:
+    for module in _family_modules():
+        _load_family(module)
 
 
 def get(name: str) -> ModelSpec:
-    _load_families()
+    if name not in _REGISTRY:
+        prefix = name.split("-", 1)[0]
+        if prefix in _family_modules():
+            _load_family(prefix)
+    if name not in _REGISTRY:  # a name that does not start with its module's name
+        _load_families()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -75,8 +94,9 @@ def get(name: str) -> ModelSpec:
 
 
 def all_specs() -> list[ModelSpec]:
+    """Every registered model, grouped by family (in registration order within one)."""
     _load_families()
-    return list(_REGISTRY.values())
+    return sorted(_REGISTRY.values(), key=lambda s: s.family)
 
 
 def families() -> list[str]:
