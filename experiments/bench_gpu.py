@@ -1,6 +1,6 @@
 """GPU throughput and MFU of the ImageNet-size models, and the grouped-conv choice on GPU.
 
-Times the trainer's exact train step (``scaling.bench.measure``: forward,
+Times the trainer's exact train step (``scaling.measure.measure``: forward,
 backward, optimizer, on-device augmentation) for ViT-S/16 and ViT-B/16 at 224
 px and NFNet-F0 at its 192 px training resolution, in bf16 and fp32, and times
 NFNet with each grouped-conv lowering (``native`` = ``feature_group_count``,
@@ -18,7 +18,7 @@ import json
 import sys
 import time
 
-from scaling.bench import measure
+from scaling.measure import measure
 from scaling.platform.entrypoint import entrypoint
 
 CASES = [

@@ -5,7 +5,7 @@ cross-entropy, backward, AGC (all but the classifier), coupled weight decay
 and an SGD-Nesterov update, on the same random batch. Ours uses the repo's
 optimizer chain (``scaling.optim``) and recipe; timm uses ``torch.optim.SGD``
 plus ``timm.utils.agc.adaptive_clip_grad`` on every parameter but the
-classifier's. The two run in alternating blocks of steps (``scaling.bench.interleaved_medians``)
+classifier's. The two run in alternating blocks of steps (``scaling.interleave.interleaved_medians``)
 so that background load hits both alike. Each framework gets its own best
 allocator: ours runs with glibc malloc tuned for XLA:CPU (``scaling.platform.malloc``),
 timm in a child process with the platform default (``--timm-malloc tuned``
@@ -28,7 +28,7 @@ import numpy as np
 
 from scaling.platform import malloc
 from scaling.platform.entrypoint import entrypoint
-from scaling.bench import ChildStep, interleaved_medians, restart_if_compiled, serve_steps
+from scaling.interleave import ChildStep, interleaved_medians, restart_if_compiled, serve_steps
 
 
 def bench_ours(model_name, x_nhwc, labels, num_classes, conv_impl):

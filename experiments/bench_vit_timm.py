@@ -30,7 +30,7 @@ import optax
 from scaling import config, optim, runtime
 from scaling.platform import malloc
 from scaling.platform.entrypoint import entrypoint
-from scaling.bench import ChildStep, interleaved_medians, restart_if_compiled, serve_steps
+from scaling.interleave import ChildStep, interleaved_medians, restart_if_compiled, serve_steps
 from scaling.models import registry
 from scaling.steps import compiler_options
 

@@ -85,10 +85,10 @@ def test_default_environ_drops_only_our_settings():
 
 def test_child_step_runs_steps_in_a_child_with_default_malloc():
     """The timm benchmarks run PyTorch this way: one request, one step, in order."""
-    from scaling.bench import ChildStep
+    from scaling.interleave import ChildStep
 
     program = (
-        "import os, itertools; from scaling.bench import serve_steps; n = itertools.count(1); "
+        "import os, itertools; from scaling.interleave import serve_steps; n = itertools.count(1); "
         "print('noise on stdout must not break the protocol'); "
         "serve_steps(lambda: next(n), os.environ.get('GLIBC_TUNABLES', 'default'))"
     )

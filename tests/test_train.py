@@ -4,7 +4,6 @@ multi-device equivalence and user errors."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys

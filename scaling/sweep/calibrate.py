@@ -2,10 +2,11 @@
 
 A worker subprocess (``python -m scaling.sweep.calibrate``; a subprocess so the
 sweep itself never holds an accelerator; on a multi-GPU host it sees one GPU,
-like each trial) imports the trainer, loads the data
-set, then answers one model name per stdin line with
-``scaling.bench.measure(...)`` (compile seconds, steady-state step seconds,
-eval seconds per example, FLOPs). Its first line reports the process start-up
+like each trial) imports the trainer's modules, loads the data set, then
+answers one trial config per stdin line (``study.trial_config``: the trials'
+own config of that model) with ``scaling.measure.measure_config`` (compile
+seconds, steady-state step seconds, eval seconds per example, FLOPs, the
+train step's fingerprint). Its first line reports the process start-up
 time (interpreter + imports, which the trainer's own clock never sees) and the
 data-load time, the fixed overhead of every trial process.
 
@@ -209,8 +210,8 @@ def _worker(argv: list[str] | None = None) -> int:
         sys.stdout.flush()
 
     try:
-        import scaling.train  # noqa: F401  (the trainer's imports: part of every trial's start-up)
-        from scaling import bench
+        from scaling import checkpoint, programs  # noqa: F401  (the trainer's imports: part of every trial's start-up)
+        from scaling.measure import measure_config
         from scaling.data import load as load_data
 
         t = time.monotonic()
@@ -236,7 +237,7 @@ def _worker(argv: list[str] | None = None) -> int:
         for line in sys.stdin:
             if not line.strip():
                 continue
-            r = bench.measure_config(TrainConfig.from_json(json.loads(line)))
+            r = measure_config(TrainConfig.from_json(json.loads(line)))
             send(dict(event="model", **{k: r[k] for k in (
                 "model", "compile_seconds", "step_seconds", "eval_seconds_per_example", "flops_per_example",
                 "params", "wall_seconds", "program_fingerprint")}))
