@@ -227,15 +227,15 @@ def test_sigkill_inside_a_stem_and_inside_a_branch_then_resume(tmp_path, cifar10
 
 EXTEND = """
 def get_config(arg=None):
-    return dict(name="wsd_extend_test", families=["cnn"], ladders={"cnn": ["cnn-xs"]}, epochs=[1, 2, 24],
+    return dict(name="wsd_extend_test", families=["cnn"], ladders={"cnn": ["cnn-xs"]}, epochs=[1, 2, 48],
                 batch_size=64, lr_strategy="fixed", fill_replicates=False, schedule="wsd", data_source="synthetic",
                 min_epoch_budgets=1, train_overrides={"log_every": 5})
 """
 
 
 def test_higher_budget_adds_a_longer_branch_on_the_same_stem(tmp_path):
-    """Synthetic data (1,844 images: 29 steps per epoch at batch 64). A budget that fits
-    the 1- and 2-epoch branches, then a larger one: the 24-epoch branch is added on a new
+    """Synthetic data (1,844 images: 29 steps per epoch at batch 64). A budget (150 s) that fits
+    the 1- and 2-epoch branches but not the 48-epoch one (~1,300 steps) on any machine, then a larger one: the 48-epoch branch is added on a new
     stem segment that starts where the stem stopped; nothing that ran starts again."""
     cfg_path = tmp_path / "extend.py"
     cfg_path.write_text(EXTEND)
@@ -260,15 +260,15 @@ def test_higher_budget_adds_a_longer_branch_on_the_same_stem(tmp_path):
              "cnn-xs-e2-wsd-lrbase-s0"}
     assert set(paths.trial_ids()) == first
     blobs = {t: (paths.run_dir(t) / "result.json").read_bytes() for t in first}
-    big = subprocess.run(cmd("0.2"), cwd=REPO, capture_output=True, text=True, timeout=600)
+    big = subprocess.run(cmd("0.4"), cwd=REPO, capture_output=True, text=True, timeout=600)
     assert big.returncode == 0, big.stderr
     snap = ledger.snapshot(paths)
-    assert set(snap.trials) == first | {"cnn-xs-stem-e24-lrbase-s0", "cnn-xs-e24-wsd-lrbase-s0"}
+    assert set(snap.trials) == first | {"cnn-xs-stem-e48-lrbase-s0", "cnn-xs-e48-wsd-lrbase-s0"}
     assert all(rec.finished for rec in snap.trials.values())
     for t in first:  # not trained again, records untouched
         assert starts(work, t) == 1 and (paths.run_dir(t) / "result.json").read_bytes() == blobs[t]
-    seg = snap.trials["cnn-xs-stem-e24-lrbase-s0"]
+    seg = snap.trials["cnn-xs-stem-e48-lrbase-s0"]
     assert seg.spec["config"]["init_from"] == str(paths.run_dir("cnn-xs-stem-e2-lrbase-s0"))
-    assert seg.result["stem"]["step"] == 46 and seg.result["steps"] == 554  # from the 2-epoch cooldown start to the 24-epoch one
-    b24 = snap.trials["cnn-xs-e24-wsd-lrbase-s0"].result
-    assert b24["steps"] == 692 and b24["stem"]["root"] == str(paths.run_dir("cnn-xs-stem-e1-lrbase-s0"))
+    assert seg.result["stem"]["step"] == 46 and seg.result["steps"] == 1106  # from the 2-epoch cooldown start to the 48-epoch one
+    b48 = snap.trials["cnn-xs-e48-wsd-lrbase-s0"].result
+    assert b48["steps"] == 1383 and b48["stem"]["root"] == str(paths.run_dir("cnn-xs-stem-e1-lrbase-s0"))
