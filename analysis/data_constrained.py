@@ -24,7 +24,7 @@ import itertools
 
 import numpy as np
 
-from analysis.laws import LAWS, Features, Law, _e_grid, _e_upper, _scale_grid
+from analysis.laws import LAWS, Features, Law, _e_grid, _e_upper, _parametric_public, _scale_grid
 
 _LOG_R = (np.log(0.1), np.log(1e4))  # bounds of log R_D*, log R_N*
 _FD_STEP = 1e-6
@@ -87,16 +87,9 @@ def _grid(f: Features) -> np.ndarray:
 
 
 def _public(theta, centre):
-    a, b, e, alpha, beta, lrd, lrn = theta.T
-    return {
-        "E": np.exp(e),
-        "A": np.exp(a + alpha * centre[0]),
-        "B": np.exp(b + beta * centre[1]),
-        "alpha": alpha,
-        "beta": beta,
-        "R_D_star": np.exp(lrd),
-        "R_N_star": np.exp(lrn),
-    }
+    """The parametric law's public parameters plus the two repetition half-lives."""
+    lrd, lrn = theta[..., 5], theta[..., 6]
+    return {**_parametric_public(theta[..., :5], centre), "R_D_star": np.exp(lrd), "R_N_star": np.exp(lrn)}
 
 
 def _public_log_predict(p: dict, columns: dict) -> np.ndarray:
