@@ -1,6 +1,6 @@
 """Benchmark: time to fit the laws to 10,000 runs (no bootstrap), and the bootstrap cost.
 
-Runs are synthetic (drawn from analysis.synthetic's known laws, 2 families x
+Runs are synthetic (drawn from scaling.analysis.synthetic's known laws, 2 families x
 sizes x epoch budgets) and built in memory, so the time is the fitting alone:
 frontier laws with law selection, the parametric law with its full start grid,
 and IsoFLOP profiles. Run on a quiet machine: ``flock /tmp/scaling-cpu.lock
@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from analysis import records, study, synthetic
+from scaling.analysis import records, study, synthetic
 
 
 def make_table(n_runs: int, seed: int = 0) -> records.Table:

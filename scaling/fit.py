@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     formats = _check_args(args)
 
-    from analysis import records, study
+    from scaling.analysis import records, study
 
     table = records.load(args.paths)
     table, x = records.select_x(table, args.x)
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         import matplotlib
 
         matplotlib.use("Agg")
-        from analysis import plots
+        from scaling.analysis import plots
 
         try:
             paths = plots.save_all(results, x, args.out, formats, extend=args.predict)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from analysis import records, synthetic
+from scaling.analysis import records, synthetic
 from scaling.errors import UserError
 
 

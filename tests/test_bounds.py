@@ -1,12 +1,12 @@
-"""The boundary rule (analysis.bounds): values within the fit's resolution of a bound are the bound."""
+"""The boundary rule (scaling.analysis.bounds): values within the fit's resolution of a bound are the bound."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from analysis import bounds, laws
-from analysis.lawfit import fit_law
+from scaling.analysis import bounds, laws
+from scaling.analysis.lawfit import fit_law
 
 # what the optimiser returned for the ViT's alpha = 0 corner on three x86-64 hosts
 HOST_VALUES = [1e-29, 2e-5, 1e-11]

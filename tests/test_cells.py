@@ -1,4 +1,4 @@
-"""Runs to cells (analysis.cells): every design column keys a cell, seeds average, lr trials keep the best."""
+"""Runs to cells (scaling.analysis.cells): every design column keys a cell, seeds average, lr trials keep the best."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from analysis import records, synthetic
+from scaling.analysis import records, synthetic
 from scaling import fit as fit_cli
 
 

@@ -1,4 +1,4 @@
-"""The data-constrained law (analysis.data_constrained): definition, recovery, bad input, public data."""
+"""The data-constrained law (scaling.analysis.data_constrained): definition, recovery, bad input, public data."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis import records
-from analysis.data_constrained import core
-from analysis.lawfit import fit_law
-from analysis.laws import LAWS
+from scaling.analysis import records
+from scaling.analysis.data_constrained import core
+from scaling.analysis.lawfit import fit_law
+from scaling.analysis.laws import LAWS
 from scaling import fit as fit_cli
 
 DATA = Path(__file__).parent / "data" / "datablations_c4" / "runs.csv"

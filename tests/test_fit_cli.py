@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis import synthetic
+from scaling.analysis import synthetic
 from scaling import fit as fit_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,7 +141,7 @@ def test_plot_axes_state_units_and_flop_convention(study):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from analysis import plots, records, study as study_mod
+    from scaling.analysis import plots, records, study as study_mod
 
     table, x = records.select_x(records.load([study]), "train_flops")
     _, results = study_mod.analyse(records.best_per_cell(table), n_boot=20)

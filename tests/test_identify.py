@@ -1,4 +1,4 @@
-"""Identifiability diagnostics (analysis.identify): answers outside what was sampled are labelled."""
+"""Identifiability diagnostics (scaling.analysis.identify): answers outside what was sampled are labelled."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from analysis import identify
+from scaling.analysis import identify
 from scaling import fit as fit_cli
 
 
@@ -61,7 +61,7 @@ def test_plots_tag_estimates_that_are_not_identified(tmp_path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from analysis import plots, records, study
+    from scaling.analysis import plots, records, study
 
     path = _isoflop_csv(tmp_path / "iso.csv", np.logspace(15, 19, 3))
     table, x = records.select_x(records.load([path]), None)

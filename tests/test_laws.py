@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis import allocation, bootstrap, fitting, laws
-from analysis.frontier import frontier_mask
-from analysis.lawfit import extrapolation_error, fit_law
+from scaling.analysis import allocation, bootstrap, fitting, laws
+from scaling.analysis.frontier import frontier_mask
+from scaling.analysis.lawfit import extrapolation_error, fit_law
 
 N_SEEDS = 50
 N_BOOT = 200

@@ -11,12 +11,12 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from analysis import synthetic
+from scaling.analysis import synthetic
 
 nbclient = pytest.importorskip("nbclient")
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = sorted((ROOT / "analysis" / "notebooks").glob("*.ipynb"))
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 REAL = ROOT / "experiments" / "cifar10_reference" / "results"
 
 

@@ -37,7 +37,7 @@ COMMANDS = {
     "hours": f"python -m scaling.fit {RESULTS_ARG} --law power --out {FIGURES.relative_to(REPO)}",
     "flops": f"python -m scaling.fit {RESULTS_ARG} --law power --x train_flops --json",
 }
-REL_TOL = 0.03  # numbers are printed to 3 significant digits; numbers at a bound are exact (analysis.bounds)
+REL_TOL = 0.03  # numbers are printed to 3 significant digits; numbers at a bound are exact (scaling.analysis.bounds)
 
 
 def fit(command: str, write_figures: bool = False) -> dict:
@@ -119,7 +119,7 @@ def block(doc: dict, flops_doc: dict, recs: list[dict]) -> str:
         )
     lines += ["", "Compute-optimal allocation from the parametric law L(N, D) = E + A/N^alpha + B/D^beta "
               "fitted to all runs (N* ~ C^a, epochs* ~ C^b); an exponent is reported as an answer only "
-              "where the fit identifies it (`analysis/identify.py`):", ""]
+              "where the fit identifies it (`scaling/analysis/identify.py`):", ""]
     for fam, g in doc["groups"].items():
         par = g.get("parametric") or {}
         pp, pci, at = par.get("params", {}), par.get("ci95", {}), par.get("at_bound", {})

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.laws import Features, Law
+from scaling.analysis.laws import Features, Law
 
 RESOLUTION = 1e-3
 

@@ -2,7 +2,7 @@
 
 A compute-optimal model size or epoch budget that lies far outside the sizes
 and epochs that were trained, an exponent from a law with a parameter at its
-bound (analysis.bounds), or an IsoFLOP exponent from few levels is not an
+bound (scaling.analysis.bounds), or an IsoFLOP exponent from few levels is not an
 answer, whatever its interval says. Each check returns plain sentences; an
 estimate with any of them is labelled "not identified" in the JSON, the
 printout, the plots and the README (issue 22, fitting-methods.md section 9).
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis import allocation
+from scaling.analysis import allocation
 
 MIN_ISOFLOP_LEVELS = 5  # fitting-methods.md 9.7: with 3-4 levels one level moves the line
 WHAT = {"optimal_params": ("N*", "model", "params"), "optimal_epochs": ("epochs*", "epoch budget", "epochs")}

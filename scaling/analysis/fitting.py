@@ -26,7 +26,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from scaling.platform.blas import single_threaded_blas
-from analysis.laws import Features, Law
+from scaling.analysis.laws import Features, Law
 
 HUBER_DELTA = 1e-3
 _OPTIONS = {"maxiter": 2000, "ftol": 1e-15, "gtol": 1e-10, "maxcor": 20}

@@ -24,7 +24,7 @@ import itertools
 
 import numpy as np
 
-from analysis.laws import LAWS, Features, Law, _e_grid, _e_upper, _parametric_public, _scale_grid
+from scaling.analysis.laws import LAWS, Features, Law, _e_grid, _e_upper, _parametric_public, _scale_grid
 
 _LOG_R = (np.log(0.1), np.log(1e4))  # bounds of log R_D*, log R_N*
 _FD_STEP = 1e-6

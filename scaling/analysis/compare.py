@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis import bootstrap
+from scaling.analysis import bootstrap
 
 
 def compute_for_loss(form: str, p: dict, loss: float) -> np.ndarray:

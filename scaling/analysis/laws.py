@@ -54,12 +54,12 @@ class Law:
     grid: Callable[[Features], np.ndarray]
     bounds: Callable[[Features], list[tuple[float | None, float | None]]]
     to_public: Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]]
-    # internal parameters with a meaningful bound (analysis.bounds): ("exponent", input column,
+    # internal parameters with a meaningful bound (scaling.analysis.bounds): ("exponent", input column,
     # its term's scale),
     # ("floor", public name) for e = log E in (log min L - 20, log min L), ("scale", public name)
     # for the log scale of a term (bound: scale 0, the term removed)
     bound_kinds: dict[str, tuple] = dataclasses.field(default_factory=dict)
-    # laws whose inputs are not a plain centred log of each column (analysis.data_constrained)
+    # laws whose inputs are not a plain centred log of each column (scaling.analysis.data_constrained)
     make_features: Callable[[dict], Features] | None = None
     public_log_predict: Callable[[dict, dict], np.ndarray] | None = None
 
@@ -231,4 +231,4 @@ PARAMETRIC = Law(
 
 LAWS: dict[str, Law] = {law.name: law for law in (POWER, SATURATING, PARAMETRIC)}
 
-import analysis.data_constrained  # noqa: E402,F401  (builds on Law above and adds itself to LAWS)
+import scaling.analysis.data_constrained  # noqa: E402,F401  (builds on Law above and adds itself to LAWS)

@@ -10,8 +10,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from analysis import allocation, bootstrap
-from analysis.frontier import frontier_mask
+from scaling.analysis import allocation, bootstrap
+from scaling.analysis.frontier import frontier_mask
 
 X_LABELS = {
     "accelerator_hours": "accelerator-hours (compile + train + eval)",
@@ -74,7 +74,7 @@ def _law_text(lf) -> str:
 
 
 def _tag(r, what: str, method: str) -> str:
-    """' (not identified)' when the report labels this estimate so (analysis.identify)."""
+    """' (not identified)' when the report labels this estimate so (scaling.analysis.identify)."""
     key = "optimal_params" if what == "params" else "optimal_epochs"
     o = (r.report.get(key) or {}).get("by_method", {}).get(method, {})
     return "" if o.get("identified", True) else " (NOT IDENTIFIED)"

@@ -6,7 +6,7 @@ in each bootstrap resample the frontier is recomputed from the resampled runs
 every point (used for the parametric law, and for tests on data drawn from a
 known law).
 
-Every reported number follows the boundary rule of ``analysis.bounds``: the
+Every reported number follows the boundary rule of ``scaling.analysis.bounds``: the
 point estimate and each bootstrap draw are snapped onto a bound they lie
 within the fit's resolution of, and the report flags them (``at_bound``).
 """
@@ -18,10 +18,10 @@ import time
 
 import numpy as np
 
-from analysis import bootstrap, bounds
-from analysis.fitting import Fit, fit, refit_batch
-from analysis.frontier import frontier_mask
-from analysis.laws import LAWS, Law
+from scaling.analysis import bootstrap, bounds
+from scaling.analysis.fitting import Fit, fit, refit_batch
+from scaling.analysis.frontier import frontier_mask
+from scaling.analysis.laws import LAWS, Law
 
 
 @dataclasses.dataclass
@@ -31,7 +31,7 @@ class LawFit:
     boot_theta: np.ndarray | None = None  # (B, k); rows of nan where a resample was unusable
     boot_ok: np.ndarray | None = None
     boot_seconds: float = 0.0
-    flags: np.ndarray | None = None  # (1, k) boundary flags of the point estimate (analysis.bounds)
+    flags: np.ndarray | None = None  # (1, k) boundary flags of the point estimate (scaling.analysis.bounds)
     boot_flags: np.ndarray | None = None  # (B, k)
 
     @property

@@ -13,7 +13,7 @@ file that is not UTF-8 text, a row with more fields than the header, text in
 a numeric column, or a ``done`` row whose loss or compute is missing, NaN,
 zero or negative is an error naming the file and line (``source`` column).
 
-``best_per_cell`` turns runs into cells (analysis.cells): seeds averaged, the
+``best_per_cell`` turns runs into cells (scaling.analysis.cells): seeds averaged, the
 best learning rate kept.
 """
 
@@ -43,7 +43,7 @@ class Table:
     excluded: collections.Counter  # reason -> count
     kinds: set  # {"study", "csv"}
     lr_duplicates: int = 0
-    replicates: int = 0  # runs merged into another cell's point by averaging seeds (analysis.cells)
+    replicates: int = 0  # runs merged into another cell's point by averaging seeds (scaling.analysis.cells)
     unreadable: list = dataclasses.field(default_factory=list)  # paths of result.json files that could not be read
 
     def __len__(self) -> int:
@@ -225,6 +225,6 @@ def select_x(table: Table, x: str | None) -> tuple[Table, str]:
 
 def best_per_cell(table: Table) -> Table:
     """One point per cell: seeds averaged, the best lr kept (see analysis.cells)."""
-    from analysis import cells
+    from scaling.analysis import cells
 
     return cells.collapse(table)

@@ -16,11 +16,11 @@ import time
 
 import numpy as np
 
-from analysis import allocation, bootstrap, cells, identify
-from analysis.compare import compute_multiplier
-from analysis.frontier import frontier_mask
-from analysis.lawfit import LawFit, extrapolation_error, fit_law
-from analysis.records import Table
+from scaling.analysis import allocation, bootstrap, cells, identify
+from scaling.analysis.compare import compute_multiplier
+from scaling.analysis.frontier import frontier_mask
+from scaling.analysis.lawfit import LawFit, extrapolation_error, fit_law
+from scaling.analysis.records import Table
 from scaling.errors import UserError
 
 FRONTIER_LAWS = ("power", "saturating")
@@ -230,11 +230,11 @@ def _bound_warnings(form: str, lf: LawFit) -> list[str]:
     if not at:
         return []
     what = ", ".join(f"{k} = {v['bound']:g}" for k, v in at.items())
-    return [f"{form} law: {what} at {'its bound' if len(at) == 1 else 'their bounds'} (analysis.bounds)"]
+    return [f"{form} law: {what} at {'its bound' if len(at) == 1 else 'their bounds'} (scaling.analysis.bounds)"]
 
 
 def _label_identification(res: GroupResult, by: dict, by_e: dict, levels, has_epochs: bool, warnings: list) -> None:
-    """Mark every allocation estimate identified or not (analysis.identify), and warn about the latter."""
+    """Mark every allocation estimate identified or not (scaling.analysis.identify), and warn about the latter."""
     reasons = {"parametric": identify.parametric(res)}
     if levels is not None and res.profiles is not None:
         reasons["isoflop"] = identify.isoflop(res.profiles, len(levels), res.columns, has_epochs)
