@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Callable
 
 from scaling.errors import UserError
-from scaling.paths import atomic_write_json, read_json
+from scaling.jsonio import read_json, read_json_if_exists, write_json
 
 # Fields a branch or segment may set differently from its stem; every other
 # field (model, data, batch, lr, optimizer, seed, ...) must be the stem's.
@@ -49,7 +49,7 @@ def cooldown_start(total_steps: int, cooldown_fraction: float, warmup_steps: int
 
 
 def _finished_stem(stem_dir: Path) -> dict:
-    result = read_json(stem_dir / "result.json") if (stem_dir / "result.json").exists() else None
+    result = read_json_if_exists(stem_dir / "result.json")
     if result is None:
         raise UserError(f"--init-from {stem_dir}: no finished run there (no result.json); train the stem first")
     cfg = result.get("config") or {}
@@ -120,9 +120,9 @@ def adopt(cfg, workdir: Path) -> None:
     step = start_step(stem_dir)
     acct = workdir / "accounting.json"
     if not acct.exists():
-        theirs = read_json(stem_dir / "accounting.json") if (stem_dir / "accounting.json").exists() else {}
+        theirs = read_json_if_exists(stem_dir / "accounting.json") or {}
         segs = [dict(s, inherited=True) for s in theirs.get("segments", [])]
-        atomic_write_json(acct, {"segments": segs, "accelerator_hours": _hours(segs)})
+        write_json(acct, {"segments": segs, "accelerator_hours": _hours(segs)})
     ckpts = workdir / "checkpoints"
     if not _step_dirs(ckpts):
         ckpts.mkdir(parents=True, exist_ok=True)
@@ -140,7 +140,7 @@ def own_hours(run_dir: str | os.PathLike) -> float | None:
     """Accelerator-hours the run in ``run_dir`` spent itself (inherited stem time
     excluded), from its accounting; None before it has any."""
     path = Path(run_dir) / "accounting.json"
-    rec = read_json(path) if path.exists() else None
+    rec = read_json_if_exists(path)
     if not rec or "segments" not in rec:
         return None
     return _hours([s for s in rec["segments"] if not s.get("inherited")])
@@ -163,7 +163,7 @@ def annotate(workdir: str | os.PathLike, result: dict | None = None) -> dict:
         stem_dir = Path(cfg["init_from"])
         start = start_step(stem_dir)
         root = stem_dir
-        while (root_cfg := (read_json(root / "config.json") if (root / "config.json").exists() else {})).get(
+        while (root_cfg := (read_json_if_exists(root / "config.json") or {})).get(
                 "init_from"):
             root = Path(root_cfg["init_from"])
         out["stem"] = dict(run=str(stem_dir), root=str(root), step=start,
@@ -174,7 +174,7 @@ def annotate(workdir: str | os.PathLike, result: dict | None = None) -> dict:
         out["standalone_train_flops"] = result.get("train_flops")
     if cfg.get("schedule") == "constant" and result.get("status") == "done":
         out["status"] = "stem"
-    atomic_write_json(workdir / "result.json", out)
+    write_json(workdir / "result.json", out)
     return out
 
 

@@ -22,62 +22,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 from scaling.errors import UserError
-from scaling.paths import atomic_write_bytes
-
-
-def write_json(path: Path, obj: Any) -> None:
-    """Atomic JSON write (temp file, fsync, rename); numpy scalars allowed."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=_default) + "\n").encode())
-
-
-def _default(x: Any) -> Any:
-    if hasattr(x, "item"):
-        return x.item()
-    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
-
-
-def read_json(path: Path) -> Any | None:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        return None
-    except json.JSONDecodeError:
-        return None  # only possible for files not written by write_json
-
-
-def append_jsonl(path: Path, obj: Any) -> None:
-    """Append one line with a single write (atomic for lines well under PIPE_BUF on local fs)."""
-    line = json.dumps(obj, sort_keys=True, default=_default) + "\n"
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    out = []
-    try:
-        with open(path) as f:
-            for line in f:
-                line = line.strip()
-                if line:
-                    try:
-                        out.append(json.loads(line))
-                    except json.JSONDecodeError:
-                        pass  # a torn last line from a killed writer
-    except FileNotFoundError:
-        pass
-    return out
+from scaling.jsonio import (  # noqa: F401  (the sweep reads a missing file as None)
+    append_jsonl, atomic_write_bytes, read_json_if_exists as read_json, read_jsonl, write_json)
 
 
 class TrialLock:
