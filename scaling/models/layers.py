@@ -45,20 +45,21 @@ class DropPath(nn.Module):
 
 
 def attention(q, k, v, bias=None, dropout: Callable | None = None):
-    """softmax(q k^T / sqrt(d) + bias) v on (batch, tokens, heads, head_dim) arrays.
+    """softmax(q k^T / sqrt(d) + bias) v on (..., tokens, heads, head_dim) arrays.
 
-    Heads before tokens for the two matmuls (as ``vit.heads_major_attention``);
-    softmax in float32; ``bias`` broadcasts against (batch, heads, tokens, tokens);
-    ``dropout`` is applied to the attention weights (timm ``attn_drop``).
+    Any leading batch axes (Swin: batch and window); heads before tokens for
+    the two matmuls (as ``kernels.heads_major_attention``); softmax in float32;
+    ``bias`` broadcasts against (..., heads, tokens, tokens); ``dropout`` is
+    applied to the attention weights (timm ``attn_drop``).
     """
-    q, k, v = (a.transpose(0, 2, 1, 3) for a in (q, k, v))
-    logits = jnp.einsum("bnth,bnsh->bnts", q * (q.shape[-1] ** -0.5), k).astype(jnp.float32)
+    q, k, v = (jnp.swapaxes(a, -2, -3) for a in (q, k, v))
+    logits = jnp.einsum("...nth,...nsh->...nts", q * (q.shape[-1] ** -0.5), k).astype(jnp.float32)
     if bias is not None:
         logits = logits + bias
     weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
     if dropout is not None:
         weights = dropout(weights)
-    return jnp.einsum("bnts,bnsh->bnth", weights, v).transpose(0, 2, 1, 3)
+    return jnp.swapaxes(jnp.einsum("...nts,...nsh->...nth", weights, v), -2, -3)
 
 
 class Attention(nn.Module):
@@ -113,16 +114,24 @@ class Block(nn.Module):
     drop_path: float = 0.0
     norm_eps: float = 1e-6
     act: Callable = gelu
+    kernel_init: Any = dense_init
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, train: bool):
         norm = lambda name: nn.LayerNorm(self.norm_eps, dtype=self.dtype, name=name)  # noqa: E731
-        y = Attention(self.num_heads, self.qkv_bias, self.attn_drop, self.drop, dtype=self.dtype,
+        y = Attention(self.num_heads, self.qkv_bias, self.attn_drop, self.drop, self.kernel_init, dtype=self.dtype,
                       name="attn")(norm("norm1")(x), train)
         x = x + DropPath(self.drop_path)(y, train)
-        y = Mlp(self.mlp_hidden, self.act, self.drop, dtype=self.dtype, name="mlp")(norm("norm2")(x), train)
+        y = Mlp(self.mlp_hidden, self.act, self.drop, self.kernel_init, dtype=self.dtype,
+                name="mlp")(norm("norm2")(x), train)
         return x + DropPath(self.drop_path)(y, train)
+
+
+def gn_groups(channels: int, groups: int = 32) -> int:
+    """GroupNorm groups standing in for BatchNorm (as ``resnet.gn_groups``): the largest
+    divisor of ``channels`` up to ``groups`` that leaves at least 2 channels per group."""
+    return max(g for g in range(1, groups + 1) if channels % g == 0 and (channels // g >= 2 or g == 1))
 
 
 def drop_path_rates(rate: float, n: int) -> list[float]:
