@@ -17,17 +17,13 @@ import pytest
 from scaling import config, optim
 from scaling.errors import UserError
 from scaling.models import registry
+from scaling.models.kernels import LN_EPS, Dense, LayerNorm, heads_major_attention, resolve_attention_impl
 from scaling.models.vit import (
     LADDER,
-    LN_EPS,
     VARIANTS,
-    Dense,
-    LayerNorm,
     VisionTransformer,
     cost_analysis_twin,
-    heads_major_attention,
     posemb_sincos_2d,
-    resolve_attention_impl,
     scan_params_from_unrolled,
     vit_forward_flops,
 )

@@ -18,8 +18,9 @@ contract:
   unless the family gives an exact ``train_flops`` of its own.
 - ``recipe(batch_size)`` returns the family's default training settings
   (``TrainConfig`` field names), e.g. optimizer, learning rate, weight decay.
-- ``cpu_compiler_options``: XLA options for the family's train and eval
-  steps on a CPU (``jax.jit(compiler_options=...)``); None: XLA's defaults.
+
+Backend settings (XLA:CPU options) are not part of the contract: they live in
+``scaling.platform.xla_cpu``, keyed by family.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import dataclasses
 import functools
 import importlib
 import pkgutil
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 from scaling.errors import UserError
 
@@ -47,7 +48,6 @@ class ModelSpec:
     ladder_rank: int | None = None
     # Optional exact training (forward + backward) FLOPs per example; None: 3 x forward.
     train_flops: Callable[[int, int], int] | None = None
-    cpu_compiler_options: Mapping[str, Any] | None = None
 
 
 _REGISTRY: dict[str, ModelSpec] = {}

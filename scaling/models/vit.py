@@ -26,21 +26,18 @@ With these options the parameter count equals timm's ``vit_*_patch16_224``.
 Only weight matrices and conv kernels are named ``kernel`` (the shared
 weight-decay mask); ``pos_embedding``, ``cls``, LayerNorm ``scale``/``bias``
 are not. Dense layers in the blocks are ``Dense`` (``nn.Dense``'s maths and
-parameters, a backward pass arranged for XLA:CPU's GEMMs). q, k and v are
+parameters; ``scaling.models.kernels``). q, k and v are
 one fused Dense ``qkv`` (faster on CPU) whose three (width x width) blocks
 are each Xavier-initialised like big_vision's separate projections.
 Parameters are float32; ``dtype`` is the activation dtype (e.g. bfloat16 on
-GPU); logits are returned as float32. On a CPU the train and eval steps
-compile with ``CPU_COMPILER_OPTIONS`` (GEMMs through oneDNN).
+GPU); logits are returned as float32. On an x86-64 CPU the train and eval
+steps compile with the ViT's XLA:CPU options (``scaling.platform.xla_cpu``).
 
 ``attention_impl`` picks the attention: a ``jax.nn.dot_product_attention``
 implementation, None (XLA's einsum-softmax-einsum) or "cudnn" (fused flash
 attention on NVIDIA GPUs, bf16/fp16 activations only), or "heads_major"
-(the same maths written here, faster on XLA:CPU: ``heads_major_attention``).
-The default "auto" takes "heads_major" on a CPU and cuDNN where it applies
-(``resolve_attention_impl``): on an H100, ViT-B/16 at 224 px, batch 256,
-bf16, the train step went from 96.5 ms (XLA, 28.1% MFU) to 75.6 ms (cuDNN,
-35.9% MFU); ``experiments/bench_gpu.py``.
+(the same maths, faster on XLA:CPU). The default "auto" takes "heads_major"
+on a CPU and cuDNN where it applies (``scaling.models.kernels``).
 
 ``scan=True`` runs the blocks under ``nn.scan`` (parameters stacked on a
 leading ``depth`` axis; same maths, faster compiles for deep models).
@@ -64,9 +61,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from scaling.errors import UserError
+from scaling.models.kernels import LN_EPS, Dense, LayerNorm, attention
 from scaling.models.registry import ModelSpec, register
 
-LN_EPS = 1e-6
 _xavier = nn.initializers.xavier_uniform()
 _tiny_normal = nn.initializers.normal(stddev=1e-6)
 
@@ -95,122 +92,6 @@ def _qkv_init(key, shape, dtype=jnp.float32):
     return jnp.concatenate(blocks, axis=1)
 
 
-@jax.custom_vjp
-def _matmul(x, kernel):
-    """``x @ kernel`` whose weight gradient is one 2-D GEMM (see ``Dense``)."""
-    return jnp.dot(x, kernel)
-
-
-def _matmul_fwd(x, kernel):
-    return jnp.dot(x, kernel), (x, kernel)
-
-
-def _matmul_bwd(res, dy):
-    x, kernel = res
-    d_in, d_out = kernel.shape
-    dx = jnp.dot(dy, kernel.T)
-    # Tokens of every image on one axis: a single contracting dimension.
-    dk = jnp.dot(x.reshape(-1, d_in).T, dy.reshape(-1, d_out))
-    return dx, dk
-
-
-_matmul.defvjp(_matmul_fwd, _matmul_bwd)
-
-
-class Dense(nn.Module):
-    """``nn.Dense``'s maths, parameters and initialisation, with a backward pass
-    arranged for XLA:CPU.
-
-    Autodiff of ``nn.Dense`` on (batch, tokens, width) activations writes the
-    weight gradient as a contraction over two axes, and XLA:CPU answers with a
-    transposed copy of the output gradient before the GEMM (25.6 MB for each
-    ViT-S/8 fc1 at batch 64). Here it is one 2-D GEMM over flattened tokens,
-    which oneDNN (``CPU_COMPILER_OPTIONS``) takes transposed as it is: the
-    ViT-S/8 train step ran 2371 ms with ``nn.Dense`` against 2175 ms with
-    this. CPU only.
-    """
-
-    features: int
-    kernel_init: Any = nn.initializers.lecun_normal()
-    bias_init: Any = nn.initializers.zeros
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x):
-        kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features))
-        bias = self.param("bias", self.bias_init, (self.features,))
-        # Other backends keep autodiff's backward (GPU GEMMs take any layout at
-        # full speed; the GPU numbers in the README were measured so).
-        matmul = _matmul if jax.default_backend() == "cpu" else jnp.dot
-        y = matmul(x.astype(self.dtype), kernel.astype(self.dtype))
-        return y + bias.astype(self.dtype)
-
-
-ATTENTION_IMPLS = (None, "auto", "xla", "cudnn", "heads_major")
-
-
-def resolve_attention_impl(impl: str | None, dtype, head_dim: int, backend: str | None = None) -> str | None:
-    """The attention implementation that ``impl`` means here: a
-    ``jax.nn.dot_product_attention`` implementation, or "heads_major".
-
-    "auto": cuDNN's fused attention on an NVIDIA GPU when the activations are
-    bf16/fp16 and the head dimension is one cuDNN takes (a multiple of 8, at
-    most 128); "heads_major" on a CPU; otherwise None (XLA), which runs everywhere.
-    """
-    if impl not in ATTENTION_IMPLS:
-        raise ValueError(f"unknown attention_impl {impl!r}; choose from {ATTENTION_IMPLS}")
-    if impl != "auto":
-        return impl
-    backend = backend or jax.default_backend()
-    half = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
-    if backend in ("gpu", "cuda") and half and head_dim % 8 == 0 and head_dim <= 128:
-        return "cudnn"
-    if backend == "cpu":
-        return "heads_major"
-    return None
-
-
-def heads_major_attention(q, k, v):
-    """softmax(q k^T / sqrt(head_dim)) v on (batch, tokens, heads, head_dim)
-    arrays, computed with heads before tokens.
-
-    ``jax.nn.dot_product_attention``'s maths. Its XLA form keeps tokens before
-    heads, and XLA:CPU then transposes around every batched matmul of the
-    backward pass; here q, k and v are transposed once. One ViT-S/8 attention
-    layer (batch 64, 65 tokens, 6 heads), forward and backward on the 2-core
-    CPU: 22.0 ms against 14.4 ms.
-    """
-    q, k, v = (a.transpose(0, 2, 1, 3) for a in (q, k, v))
-    logits = jnp.einsum("bnth,bnsh->bnts", q * (q.shape[-1] ** -0.5), k)
-    weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
-    return jnp.einsum("bnts,bnsh->bnth", weights, v).transpose(0, 2, 1, 3)
-
-
-class LayerNorm(nn.Module):
-    """``nn.LayerNorm``'s maths and parameters (``scale`` 1, ``bias`` 0, fp32
-    statistics), written so that XLA fuses it.
-
-    Flax first forms ``rsqrt(var + eps) * scale`` as a full (..., width) array,
-    which XLA:CPU materialises: 25 such broadcasts cost ~0.18 s of a 4.9 s
-    ViT-S/8 step (batch 64, 64 px). Here the per-token factor and the
-    per-channel scale are applied one after the other and fuse.
-    """
-
-    epsilon: float = LN_EPS
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x):
-        d = x.shape[-1]
-        scale = self.param("scale", nn.initializers.ones, (d,))
-        bias = self.param("bias", nn.initializers.zeros, (d,))
-        x = x.astype(jnp.float32)
-        centred = x - jnp.mean(x, axis=-1, keepdims=True)
-        var = jnp.mean(jnp.square(centred), axis=-1, keepdims=True)
-        y = centred * jax.lax.rsqrt(var + self.epsilon)
-        return (y * scale + bias).astype(self.dtype)
-
-
 class SelfAttention(nn.Module):
     num_heads: int
     dtype: Any = jnp.float32
@@ -222,11 +103,7 @@ class SelfAttention(nn.Module):
         hd = d // self.num_heads
         qkv = Dense(3 * d, kernel_init=_qkv_init, dtype=self.dtype, name="qkv")(x)
         q, k, v = jnp.split(qkv.reshape(b, t, 3 * self.num_heads, hd), 3, axis=2)
-        impl = resolve_attention_impl(self.attention_impl, self.dtype, hd)
-        if impl == "heads_major":
-            y = heads_major_attention(q, k, v)
-        else:
-            y = jax.nn.dot_product_attention(q, k, v, implementation=impl)
+        y = attention(q, k, v, self.attention_impl)
         return Dense(d, kernel_init=_xavier, dtype=self.dtype, name="out")(y.reshape(b, t, d))
 
 
@@ -451,28 +328,6 @@ def vit_recipe(batch_size: int, *, base_lr: float, base_batch: int, warmup_fract
     )
 
 
-# XLA:CPU options for the ViT's train and eval steps (``ModelSpec.cpu_compiler_options``).
-# - GEMMs through oneDNN, which jaxlib bundles for x86-64: at ViT-S/8 shapes
-#   (4160 tokens x 384-1536) its fp32 GEMMs ran 390-405 GFLOP/s (320 for
-#   the weight gradients, which contract over tokens) on the 2-core CPU,
-#   against 350-385 (285) for YNNPACK and Eigen, XLA's defaults.
-# - One dot per oneDNN call ("INDIVIDUAL_DOT"): with "DOT", oneDNN also takes
-#   elementwise producers of a dot's operand (e.g. ``(x * c) @ w``), and on
-#   jaxlib 0.10.2 such partitions failed to compile and killed the process
-#   (``tests/test_vit.py`` compiles every ViT code path in a child process).
-# - YNNPACK keeps the reductions (LayerNorm, softmax) and the patch-embedding
-#   convolution; without it XLA's own loops ran them slower.
-# ViT-S/8 64 px batch 64 step, interleaved A/B: 2324 ms (defaults) -> 2202 ms.
-# oneDNN executables cannot be stored in the persistent compilation cache, so
-# these programs compile in every process (``scaling.runtime.CacheMisses``).
-_LIB = "LIBRARY_FUSION_TYPE_"
-CPU_COMPILER_OPTIONS = {
-    "xla_cpu_use_onednn": True,
-    "xla_cpu_experimental_onednn_fusion_type": _LIB + "INDIVIDUAL_DOT",
-    "xla_cpu_experimental_ynn_fusion_type": f"{_LIB}REDUCE,{_LIB}INDIVIDUAL_CONVOLUTION",
-}
-
-
 def _register(name: str, shape: tuple[int, int, int, int], patch: int, image_size: int,
               ladder_rank: int | None, recipe) -> None:
     width, depth, mlp, heads = shape
@@ -489,7 +344,7 @@ def _register(name: str, shape: tuple[int, int, int, int], patch: int, image_siz
 
     register(ModelSpec(
         name=name, family="vit", build=build, forward_flops=flops, recipe=recipe,
-        default_image_size=image_size, ladder_rank=ladder_rank, cpu_compiler_options=CPU_COMPILER_OPTIONS,
+        default_image_size=image_size, ladder_rank=ladder_rank,
         description=f"ViT width {width}, depth {depth}, MLP {mlp}, {heads} heads, patch {patch}",
     ))
 
