@@ -29,7 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from scaling.branching import cooldown_start  # noqa: E402
+from scaling.schedules import cooldown_start  # noqa: E402
 from scaling.errors import UserError  # noqa: E402
 
 TARGET = 0.015  # |WSD - cosine| / cosine validation loss, budgets of >= 2 epochs

@@ -31,21 +31,15 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
+from scaling.config import TrainConfig, check_length
 from scaling.errors import UserError
 from scaling.jsonio import read_json, read_json_if_exists, write_json
+from scaling.schedules import run_cooldown_start, warmup_steps
 
 # Fields a branch or segment may set differently from its stem; every other
 # field (model, data, batch, lr, optimizer, seed, ...) must be the stem's.
 FREE_FIELDS = {"epochs", "steps", "schedule", "cooldown_fraction", "cooldown_shape", "init_from",
                "warmup_fraction", "warmup_steps", "eval_every", "checkpoint_every", "log_every"}
-
-
-def cooldown_start(total_steps: int, cooldown_fraction: float, warmup_steps: int) -> int:
-    """First step of a WSD run's cooldown: the last ``round(fraction x steps)`` steps (at
-    least one) decay, never before the warmup ends. Pure arithmetic (the sweep plans
-    branch points with it without importing JAX); ``scaling.optim`` uses it too."""
-    cool = max(1, int(round(cooldown_fraction * total_steps)))
-    return max(total_steps - cool, warmup_steps)
 
 
 def _finished_stem(stem_dir: Path) -> dict:
@@ -68,9 +62,6 @@ def check_stem(cfg) -> int:
     """Check that a resolved config with ``init_from`` continues its stem; the step it
     starts at. One-line UserErrors: no finished stem, a different run (model, lr, data,
     ...), a warmup that differs, a branch budget longer (or shorter) than its stem."""
-    from scaling import optim
-    from scaling.config import TrainConfig, check_length
-
     stem_dir = Path(cfg.init_from)
     stem = _finished_stem(stem_dir)
     mine, theirs = json.loads(json.dumps(cfg.to_json())), stem["config"]
@@ -81,13 +72,13 @@ def check_stem(cfg) -> int:
         raise UserError("--init-from needs --schedule wsd (a cooldown branch) or constant (a stem segment)")
     end = int(stem["steps"])
     total = check_length(cfg, int(stem["train_size"]), 1)
-    ours = optim.warmup_steps(cfg, total)
+    ours = warmup_steps(cfg, total)
     stem_cfg = TrainConfig.from_json(theirs)
-    stems = optim.warmup_steps(stem_cfg, int(stem.get("planned_steps", end)))
+    stems = warmup_steps(stem_cfg, int(stem.get("planned_steps", end)))
     if ours != stems:
         raise UserError(f"warmup of {ours} steps differs from the stem's ({stems}); set --warmup-steps {stems}")
     if cfg.schedule == "wsd":
-        start = optim.cooldown_start(cfg, total)
+        start = run_cooldown_start(cfg, total)
         if start > end:
             raise UserError(f"the branch budget is longer than the stem: its cooldown starts at step {start}, "
                             f"the stem {stem_dir} ends at step {end}; extend the stem first")

@@ -40,6 +40,7 @@ import numpy as np
 import optax
 
 from scaling.config import TrainConfig
+from scaling.schedules import run_cooldown_start, warmup_steps
 
 # The classifier is always a layer named ``head`` (registry contract).
 CLASSIFIER = "head"
@@ -71,31 +72,6 @@ def agc_mask(params, skip_gains: bool = True):
     return jax.tree_util.tree_map_with_path(keep, params)
 
 
-SCHEDULES = ("cosine", "wsd", "constant")
-COOLDOWN_SHAPES = ("1-sqrt", "linear")
-
-
-def warmup_steps(cfg: TrainConfig, total_steps: int) -> int:
-    """Warmup length in steps: ``warmup_steps`` if set, else ``warmup_fraction`` of
-    the run; always shorter than the run."""
-    if cfg.warmup_steps is not None:
-        warmup = cfg.warmup_steps
-    else:
-        warmup = int(round(cfg.warmup_fraction * total_steps))
-    return min(max(warmup, 0), max(total_steps - 1, 0))
-
-
-def cooldown_start(cfg: TrainConfig, total_steps: int) -> int:
-    """The first step of a ``wsd`` run's cooldown: the last ``round(cooldown_fraction
-    x steps)`` steps (at least one) decay, never before the warmup has ended.
-    A ``constant`` run (a stem) has none: its cooldown would start at its end."""
-    if cfg.schedule == "constant":
-        return total_steps
-    from scaling.branching import cooldown_start as start
-
-    return start(total_steps, cfg.cooldown_fraction, warmup_steps(cfg, total_steps))
-
-
 def schedule(cfg: TrainConfig, total_steps: int) -> optax.Schedule:
     """The run's schedule as an Optax schedule (cosine: Optax's own warmup-cosine)."""
     if cfg.schedule != "cosine":
@@ -119,7 +95,7 @@ def schedule_args(cfg: TrainConfig, total_steps: int) -> dict:
         "warmup": np.float32(warmup_steps(cfg, total_steps)),
         "total": np.float32(max(total_steps, 1)),
         "wsd": np.float32(cfg.schedule != "cosine"),  # 1: warmup-stable-decay (or constant), 0: cosine
-        "decay_start": np.float32(cooldown_start(cfg, total_steps)),
+        "decay_start": np.float32(run_cooldown_start(cfg, total_steps)),
         "sqrt": np.float32(cfg.cooldown_shape == "1-sqrt"),  # 1: (1 - sqrt) cooldown, 0: linear
     }
 

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from scaling import optim
+from scaling import optim, schedules
 from scaling.config import FALLBACKS, TrainConfig
 
 PARAMS = {
@@ -130,7 +130,7 @@ def test_wsd_lr_at_every_step_equals_the_formula():
     for total, warm, frac, shape in ((1000, 0.05, 0.2, "1-sqrt"), (1000, 0.05, 0.2, "linear"), (137, 0.0, 0.1, "1-sqrt"),
                                      (50, 0.1, 1.0, "linear"), (7, 0.05, 0.5, "1-sqrt"), (1, 0.05, 0.2, "linear")):
         cfg = _cfg(lr=0.4, warmup_fraction=warm, schedule="wsd", cooldown_fraction=frac, cooldown_shape=shape)
-        warmup = optim.warmup_steps(cfg, total)
+        warmup = schedules.warmup_steps(cfg, total)
         got = np.asarray(lr(steps[: total + 1], **optim.schedule_args(cfg, total)))
         want = np.array([_wsd_formula(s, 0.4, warmup, total, frac, shape) for s in range(total + 1)])
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7, err_msg=f"{total} {warm} {frac} {shape}")
@@ -143,7 +143,7 @@ def test_wsd_shape_by_hand():
     cfg = _cfg(lr=1.0, warmup_fraction=0.05, schedule="wsd", cooldown_fraction=0.2)
     args = optim.schedule_args(cfg, 1000)
     at = lambda s: float(optim.learning_rate(s, **args))  # noqa: E731
-    assert optim.cooldown_start(cfg, 1000) == 800
+    assert schedules.run_cooldown_start(cfg, 1000) == 800
     assert at(0) == 0.0 and abs(at(25) - 0.5) < 1e-6 and at(50) == 1.0 and at(799) == 1.0
     assert abs(at(900) - (1 - math.sqrt(0.5))) < 1e-6  # halfway through the cooldown
     assert 0 < at(999) < 0.08 and at(1000) == 0.0
@@ -157,7 +157,7 @@ def test_constant_schedule_is_every_branch_before_its_cooldown():
     stem = _cfg(lr=0.3, schedule="constant", warmup_steps=20)
     for total in (100, 200, 400):
         branch = _cfg(lr=0.3, schedule="wsd", warmup_steps=20)
-        start = optim.cooldown_start(branch, total)
+        start = schedules.run_cooldown_start(branch, total)
         for stem_len in (start, 400 * 0.8):
             s_args, b_args = optim.schedule_args(stem, int(stem_len)), optim.schedule_args(branch, total)
             for step in range(0, start, 7):
@@ -181,4 +181,4 @@ def test_cosine_is_unchanged_by_the_wsd_fields():
     other = optim.schedule_args(_cfg(lr=0.3, warmup_fraction=0.1, cooldown_fraction=0.7, cooldown_shape="linear"), 100)
     for step in range(0, 101, 5):
         assert float(optim.learning_rate(step, **ref)) == float(optim.learning_rate(step, **other))
-    assert optim.warmup_steps(_cfg(warmup_fraction=0.1, warmup_steps=3), 100) == 3
+    assert schedules.warmup_steps(_cfg(warmup_fraction=0.1, warmup_steps=3), 100) == 3

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from scaling.branching import cooldown_start
+from scaling.schedules import cooldown_start
 from scaling.sweep import calibrate, costmodel, ledger, planner, state, study
 from scaling.sweep.study import StudyConfig
 from test_sweep_planner import LADDER, calibration

@@ -30,7 +30,7 @@ must agree on it, and the shortest budget is fixed by the study's identity.
 
 from __future__ import annotations
 
-from scaling.branching import cooldown_start
+from scaling.schedules import cooldown_start
 from scaling.sweep import lr as lrrule
 from scaling.sweep.planner import Context, Trial, fmt_epochs
 
