@@ -25,7 +25,7 @@ Deviation (as the ResNet family): GroupNorm (up to 32 groups, at least 2
 channels a group, eps 1e-5) where the reference has BatchNorm: the train step
 has no place for running statistics; parameter counts are unchanged.
 
-CIFAR ladder ``mobilevit-c0`` ... ``mobilevit-c4``: the XXS/XS/S channel
+CIFAR ladder ``mobilevit-c0`` ... ``mobilevit-c5``: the XXS/XS/S channel
 plans scaled by a width multiplier (channels rounded to multiples of 8, as
 timm ``make_divisible``), with a small-image stem: stem and stage 2 unstrided,
 so 32 px inputs give 32, 32, 16, 8, 4 px stages (the MobileViT blocks see 64,
@@ -251,7 +251,7 @@ VARIANTS: dict[str, tuple[tuple[int, ...], tuple[int, ...], float, int]] = {
 DEPTHS = (2, 4, 3)
 # CIFAR ladder, smallest first: (base variant, width multiplier), small-image stem.
 LADDER: dict[str, tuple[str, float]] = {
-    "c0": ("xxs", 0.5), "c1": ("xxs", 1.0), "c2": ("xs", 1.0), "c3": ("s", 1.0), "c4": ("s", 1.5),
+    "c0": ("xxs", 0.25), "c1": ("xxs", 0.5), "c2": ("xxs", 1.0), "c3": ("xs", 1.0), "c4": ("s", 1.0), "c5": ("s", 1.5),
 }
 
 
