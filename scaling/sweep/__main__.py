@@ -36,7 +36,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--executor", choices=["local", "ray"], default="local",
                    help="local: one trial per accelerator (sequential on CPU); ray: one Ray task per trial")
     p.add_argument("--ray-address", help="existing Ray cluster (default: $RAY_ADDRESS, else 'auto')")
-    p.add_argument("--dry-run", action="store_true", help="calibrate and print the plan; train nothing")
+    p.add_argument("--dry-run", action="store_true",
+                   help="calibrate and print the plan, then simulate it (the design tool): expected 95%% interval "
+                        "widths of the N* and epochs* exponents; train nothing")
+    p.add_argument("--no-design", action="store_true", help="with --dry-run: print the plan only, no simulation")
+    p.add_argument("--target-width", help="with --dry-run: the budget whose expected N* exponent interval width "
+                                          "is at most this (e.g. 0.2), on this machine")
+    p.add_argument("--accelerator", help="with --target-width: also price that study on this accelerator "
+                                         "(peak-FLOP table in scaling/compute.py, e.g. h100, a100, tpu-v5p)")
+    p.add_argument("--mfu", help="with --accelerator: model FLOP utilisation assumed there (default 0.01: the tiny "
+                                 "CIFAR ladders are launch-bound on a GPU)")
+    p.add_argument("--placement", choices=["band", "adaptive"], help="where the budget goes (overrides the config)")
     p.add_argument("--json", action="store_true", help="print the plan / summary as JSON on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     return p
@@ -52,6 +62,20 @@ def parse_budget(text: str) -> float:
     return value
 
 
+def parse_fraction(text: str | None, flag: str, upper: float | None = None) -> float | None:
+    """A positive finite number (at most ``upper``), or None when the flag was not given."""
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise UserError(f"{flag} must be a number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0 or (upper is not None and value > upper):
+        bound = f" at most {upper:g}" if upper is not None else ""
+        raise UserError(f"{flag} must be a positive number{bound}, got {text!r}")
+    return value
+
+
 def _terminate(signum, frame):
     raise KeyboardInterrupt  # SIGTERM (e.g. preemption): stop trials cleanly, like Ctrl-C
 
@@ -64,12 +88,28 @@ def main(argv: list[str] | None = None) -> int:
     budget = parse_budget(args.budget)
     if args.batch_size is not None and args.batch_size <= 0:
         raise UserError(f"--batch-size must be a positive integer, got {args.batch_size}")
+    target_width = parse_fraction(args.target_width, "--target-width")
+    mfu = parse_fraction(args.mfu, "--mfu", upper=1.0)
+    for flag, given in (("--target-width", target_width), ("--accelerator", args.accelerator), ("--mfu", mfu)):
+        if given is not None and not args.dry_run:
+            raise UserError(f"{flag} is a question for the design tool: add --dry-run")
+    if (args.accelerator is not None or mfu is not None) and target_width is None:
+        raise UserError("--accelerator and --mfu price the study of --target-width: add --target-width")
+    if target_width is not None and args.no_design:
+        raise UserError("--target-width needs the design tool: drop --no-design")
+    if args.accelerator is not None:
+        from scaling.sweep.design import accelerator_peak
+
+        accelerator_peak(args.accelerator)
 
     from scaling.sweep import runner, study
 
     cfg = study.apply_overrides(
         study.load(args.config), families=args.families, batch_size=args.batch_size, seed=args.seed, data=args.data
-    ).validate()
+    )
+    if args.placement is not None:
+        cfg.placement = args.placement
+    cfg = cfg.validate()
     from scaling.data import check_source
     from scaling.sweep import state
 
@@ -79,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     opts = runner.Options(
         budget=budget, workdir=Path(args.workdir), executor=args.executor, ray_address=args.ray_address,
         dry_run=args.dry_run, json=args.json, quiet=args.quiet,
+        design=not args.no_design, target_width=target_width, accelerator=args.accelerator, mfu=mfu,
     )
     out = runner.Sweep(cfg, opts).run()
     if args.json:

@@ -90,6 +90,7 @@ class Plan:
     extents: dict[str, list[int]]  # family -> [sizes, epoch budgets]
     minimum_budget: float  # smallest budget that fits the minimal study
     notes: list[str] = dataclasses.field(default_factory=list)
+    fits: dict = dataclasses.field(default_factory=dict)  # adaptive placement: family -> current allocation fit
 
     @property
     def predicted_future(self) -> float:
@@ -110,6 +111,7 @@ class Plan:
             minimum_budget=self.minimum_budget,
             extents=self.extents,
             notes=self.notes,
+            fits=self.fits,
             trials=[t.to_json() for t in self.trials],
         )
 
@@ -155,6 +157,11 @@ class Context:
     # WSD studies: epochs -> steps, and each family's warmup in steps (shared by its stems and branches)
     steps: Callable[[float], int] | None = None
     warmup_steps: dict[str, int] = dataclasses.field(default_factory=dict)
+    # Adaptive placement (scaling.sweep.placement): finished trials' results (result.json plus the
+    # trial's role and family) and the hours spent so far on adaptively placed trials.
+    results: dict[str, dict] = dataclasses.field(default_factory=dict)
+    adapt_hours: float = 0.0
+    params: dict[str, float] = dataclasses.field(default_factory=dict)  # model -> parameters (calibration)
 
 
 def family_trials(ctx: Context, fam: str, cells: list[tuple[int, int]], tuned: bool = True) -> list[Trial]:
@@ -263,6 +270,16 @@ def _score(combo: tuple[Option, ...]) -> tuple:
         sum(len(o.cells) for o in combo),
         -sum(o.cost for o in combo),
     )
+
+
+def plan_study(ctx: Context, budget: float, spent: float, carried: list[Trial], started: bool = False) -> Plan:
+    """The study's plan under its placement: the static band (``plan``) or adaptive
+    (``scaling.sweep.placement.plan``, which plans its first wave with ``plan``)."""
+    if ctx.cfg.placement == "adaptive":
+        from scaling.sweep import placement
+
+        return placement.plan(ctx, budget, spent, carried, started)
+    return plan(ctx, budget, spent, carried, started)
 
 
 def plan(

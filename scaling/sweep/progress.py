@@ -66,6 +66,14 @@ class Progress:
             self.bar.close()
 
 
+def fit_line(family: str, fit: dict) -> str:
+    """One family's current allocation fit (adaptive placement): exponents and interval widths."""
+    lo, hi = fit["n_star_ci95"]
+    elo, ehi = fit["epochs_star_ci95"]
+    return (f"fit    {family}: N* ~ C^{fit['n_star_exponent']:.3g} [{lo:.3g}, {hi:.3g}] (width {hi - lo:.3g}), "
+            f"epochs* ~ C^{fit['epochs_star_exponent']:.3g} [{elo:.3g}, {ehi:.3g}] (width {ehi - elo:.3g})")
+
+
 def table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]]) -> str:
     """Plain-text table; ``columns``: (key, header, format spec)."""
 

@@ -18,8 +18,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from scaling.errors import UserError
-from scaling.sweep import branches, calibrate, costmodel, executors, ledger, planner, priors, progress, state
+from scaling.sweep import branches, calibrate, costmodel, executors, ledger, placement, planner, priors, progress, state
 from scaling.sweep import lr as lrrule
 from scaling.sweep.study import StudyConfig, check_models, trial_config
 
@@ -37,6 +39,11 @@ class Options:
     dry_run: bool = False
     json: bool = False
     quiet: bool = False
+    # the design tool (scaling.sweep.design), with --dry-run
+    design: bool = True
+    target_width: float | None = None
+    accelerator: str | None = None
+    mfu: float | None = None
 
 
 @dataclasses.dataclass
@@ -150,7 +157,6 @@ class Sweep:
         if finished and len(finished) != self._priors_from:
             self._priors_from = len(finished)
             priors.store(calib["data"].get("device_kind", "?"), cm.pooled, cm.other_seconds, cm.startup_seconds)
-        ladders = calibrate.calibrated_ladders(calib, self.ladders_all)
 
         def future_of(tid: str) -> float | None:
             rec = snap.trials.get(tid)
@@ -160,16 +166,41 @@ class Sweep:
                 return 0.0
             return cm.remaining_hours(rec.spec["model"], rec.spec["epochs"], rec.trainer_hours, **_work(rec))
 
-        ctx = planner.Context(self.cfg, ladders, base_lrs(self.cfg, ladders), cm.trial_hours, cm.train_flops, future_of,
-                              steps=cm.steps, warmup_steps=wsd_warmups(self.cfg, ladders, cm.steps))
-        self.warmups = ctx.warmup_steps
+        ctx = self.context(calib, snap, cm, future_of)
         carried = [
             planner.Trial(**rec.spec["trial"])
             for rec in snap.trials.values()
             if not rec.finished and rec.spec.get("trial")
         ]
-        p = planner.plan(ctx, self.opts.budget, snap.total, carried, started=bool(snap.trials))
+        p = planner.plan_study(ctx, self.opts.budget, snap.total, carried, started=bool(snap.trials))
+        self._show_fits(p)
         return p, cm
+
+    def context(self, calib: dict, snap: ledger.Snapshot, cm: costmodel.CostModel, future_of) -> planner.Context:
+        """The planner's view of the study: costs, ladders, lrs and (adaptive placement) the results."""
+        ladders = calibrate.calibrated_ladders(calib, self.ladders_all)
+        results, adapt = {}, 0.0
+        for tid, rec in snap.trials.items():
+            role = rec.spec.get("role")
+            if role in (placement.ROLE, placement.TUNE_ROLE):
+                adapt += rec.hours
+            if rec.finished and rec.result is not None:
+                results[tid] = {**rec.result, "family": rec.spec.get("family", rec.result.get("family")),
+                                "role": role, "trial": rec.spec.get("trial")}
+        ctx = planner.Context(self.cfg, ladders, base_lrs(self.cfg, ladders), cm.trial_hours, cm.train_flops, future_of,
+                              steps=cm.steps, warmup_steps=wsd_warmups(self.cfg, ladders, cm.steps),
+                              results=results, adapt_hours=adapt,
+                              params={m: float(v["params"]) for m, v in calib["models"].items() if v.get("params")})
+        self.warmups = ctx.warmup_steps
+        return ctx
+
+    def _show_fits(self, p: planner.Plan) -> None:
+        """Log the adaptive placement's current allocation fit when it changes (the progress display)."""
+        shown = {f: (round(v["n_star_exponent"], 4), round(v["width"], 4)) for f, v in p.fits.items()}
+        if shown and shown != getattr(self, "_fits_shown", None):
+            self._fits_shown = shown
+            for f, v in p.fits.items():
+                self.progress.log(progress.fit_line(f, v))
 
     def write_plan(self, p: planner.Plan, snap: ledger.Snapshot) -> None:
         out = p.to_json()
@@ -352,7 +383,10 @@ class Sweep:
                 f"(calibration already spent {snap.calibration_hours:.4g})"
             )
         if opts.dry_run:
-            return self.plan_report(plan, snap)
+            out = self.plan_report(plan, snap)
+            if opts.design:
+                out["design"] = self.design(calib, snap, cm)
+            return out
 
         ex = executors.make(opts.executor, platform, opts.ray_address)
         devices = cm.devices if opts.executor == "local" and platform != "gpu" else 1
@@ -428,6 +462,44 @@ class Sweep:
                   f"planned {plan.predicted_future:.5f} h; predicted total {plan.predicted_total:.5f} h "
                   f"of budget {plan.budget:g} h ({100 * plan.predicted_total / plan.budget:.0f}%)")
             print(f"plan written to {self.paths.plan}")
+        return out
+
+    def design(self, calib: dict, snap: ledger.Snapshot, cm: costmodel.CostModel) -> dict:
+        """Simulate the planned study (scaling.sweep.design); print its two lines unless --json."""
+        from scaling.sweep import design
+
+        t0 = time.monotonic()
+        ctx = self.context(calib, snap, cm, lambda i: None)
+        st = design.setting(ctx, ctx.results)
+        fresh = dataclasses.replace(ctx, results={}, adapt_hours=0.0)
+        spent0 = snap.calibration_hours + snap.session_hours
+        train_size = float(calib["data"]["train_size"])
+
+        def evaluate(b: float) -> dict:
+            return design.predict(fresh, b, spent0, st, train_size=train_size)
+
+        out = {"prediction": evaluate(self.opts.budget), "law": st.laws, "law_source": st.law_source,
+               "noise": st.noise, "noise_source": st.noise_source,
+               "assumptions": {"lr_curvature": design.LR_CURVATURE, "lr_opt": st.lr_opt, "n_boot": design.N_BOOT}}
+        target = accel = None
+        if self.opts.target_width is not None:
+            target = design.budget_for_width(self.opts.target_width, evaluate, self.opts.budget)
+            out["target"] = target
+            if self.opts.accelerator and target["reachable"]:
+                name, peak = design.accelerator_peak(self.opts.accelerator)
+                mfu = self.opts.mfu or design.DEFAULT_MFU
+                res = design.simulate(fresh, target["budget"], spent0, st, np.random.default_rng([0, 0]), train_size)
+                trials = [planner.Trial(**r["trial"]) for r in res.values()]
+                p = planner.Plan(True, target["budget"], target["budget"], 0.0, trials, {}, 0.0)
+                accel = {"name": name, "peak": peak, "mfu": mfu, "hours": design.accelerator_hours(p, cm, peak, mfu)}
+                out["accelerator"] = accel
+        device = calib["data"].get("device_kind", "machine")
+        out["lines"] = design.lines(out["prediction"], st, target, accel, device)
+        out["seconds"] = round(time.monotonic() - t0, 1)
+        if not self.opts.json:
+            print()
+            for line in out["lines"]:
+                print(line)
         return out
 
     def summary(self, snap: ledger.Snapshot, plan: planner.Plan) -> dict:

@@ -27,6 +27,10 @@ from scaling.errors import UserError
 
 
 # TrainConfig fields a study sets for each trial (not overridable).
+PLACEMENTS = ("band", "adaptive")
+# StudyConfig fields added after studies were run, with their defaults (left out of the identity hash at them).
+_LATER_FIELDS = {"schedule": "cosine", "cooldown_fraction": 0.2, "cooldown_shape": "1-sqrt",
+                 "placement": "band", "adaptive_first_wave": 0.5}
 PLANNED_FIELDS = frozenset({"model", "epochs", "steps", "seed", "lr", "batch_size", "schedule", "init_from"})
 
 
@@ -76,12 +80,21 @@ class StudyConfig:
     schedule: str = "cosine"
     cooldown_fraction: float = 0.2
     cooldown_shape: str = "1-sqrt"
+    # Where the budget goes: "band" (the diagonal band above, planned up front) or "adaptive"
+    # (scaling.sweep.placement: the band on adaptive_first_wave of the budget, then a refit with
+    # bootstrap places the rest where it most narrows the allocation exponent's interval).
+    placement: str = "band"
+    adaptive_first_wave: float = 0.5
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def identity(self) -> dict[str, str]:
-        blob = json.dumps(self.to_json(), sort_keys=True).encode()
+        fields = self.to_json()
+        for name, default in _LATER_FIELDS.items():  # fields added later: at their default they leave
+            if fields.get(name) == default:  # the hash as it was, so existing workdirs still resume
+                fields.pop(name)
+        blob = json.dumps(fields, sort_keys=True).encode()
         return {"name": self.name, "hash": hashlib.sha256(blob).hexdigest()[:16]}
 
     def validate(self) -> "StudyConfig":
@@ -112,6 +125,12 @@ class StudyConfig:
             raise UserError("band_width and lr_size_factor must be positive numbers")
         if self.schedule not in ("cosine", "wsd"):
             raise UserError(f"unknown schedule {self.schedule!r}; choose cosine or wsd")
+        if self.placement not in PLACEMENTS:
+            raise UserError(f"unknown placement {self.placement!r}; choose {' or '.join(PLACEMENTS)}")
+        if not (_positive(self.adaptive_first_wave) and self.adaptive_first_wave < 1):
+            raise UserError(f"adaptive_first_wave must be a fraction in (0, 1), got {self.adaptive_first_wave!r}")
+        if self.placement == "adaptive" and self.schedule != "cosine":
+            raise UserError("placement='adaptive' needs schedule='cosine' (WSD stems are planned up front)")
         if self.lr_base is not None and not _positive(self.lr_base):
             raise UserError(f"lr_base must be a positive number, got {self.lr_base!r}")
         self._check_train_fields()
