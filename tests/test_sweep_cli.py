@@ -101,3 +101,37 @@ def test_packaged_configs_are_found_from_a_plain_install(tmp_path):
     assert out.returncode == 0, out.stderr
     path, name = out.stdout.split()
     assert path.startswith(str(target)) and name == "cifar10_cnn"
+
+
+@pytest.mark.parametrize("width", ["0", "-0.1", "abc", "nan"])
+def test_bad_target_width(tmp_path, width):
+    r = sweep("--budget", "0.1", "--workdir", str(tmp_path / "w"), "--dry-run", "--target-width", width)
+    assert_user_error(r, "--target-width", width)
+    assert not (tmp_path / "w").exists()
+
+
+def test_design_flags_need_the_design_tool_and_a_known_accelerator(tmp_path):
+    w = str(tmp_path / "w")
+    assert_user_error(sweep("--budget", "0.1", "--workdir", w, "--target-width", "0.2"), "--target-width", "--dry-run")
+    assert_user_error(sweep("--budget", "0.1", "--workdir", w, "--dry-run", "--accelerator", "h100"),
+                      "--target-width")
+    assert_user_error(sweep("--budget", "0.1", "--workdir", w, "--dry-run", "--target-width", "0.2",
+                            "--accelerator", "nosuchchip"), "unknown accelerator", "nosuchchip", "h100")
+    assert_user_error(sweep("--budget", "0.1", "--workdir", w, "--dry-run", "--target-width", "0.2",
+                            "--accelerator", "h100", "--mfu", "2"), "--mfu")
+    assert not (tmp_path / "w").exists()
+
+
+def test_placement_typo_is_one_line(tmp_path):
+    typo = tmp_path / "typo.py"
+    typo.write_text("def get_config(arg=None):\n    return dict(families=['cnn'], placement='adaptiv')\n")
+    assert_user_error(sweep("--budget", "0.1", "--workdir", str(tmp_path / "w"), "--config", str(typo),
+                            "--data", "synthetic"), "unknown placement", "adaptiv", "band", "adaptive")
+    assert_user_error(sweep("--budget", "0.1", "--workdir", str(tmp_path / "w"), "--placement", "adaptiv"),
+                      "--placement", "adaptiv")
+    wave = tmp_path / "wave.py"
+    wave.write_text("def get_config(arg=None):\n    return dict(families=['cnn'], placement='adaptive', "
+                    "adaptive_first_wave=1.5)\n")
+    assert_user_error(sweep("--budget", "0.1", "--workdir", str(tmp_path / "w"), "--config", str(wave),
+                            "--data", "synthetic"), "adaptive_first_wave")
+    assert not (tmp_path / "w").exists()
