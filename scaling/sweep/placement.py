@@ -122,7 +122,7 @@ def fit_family(rows: list[dict], n_boot: int = N_BOOT) -> FamilyFit | None:
     s = p["alpha"] + p["beta"]
     a = p["beta"] / s if s > 0 else float("nan")
     with np.errstate(divide="ignore", invalid="ignore"):
-        a_boot = bp["beta"] / (bp["alpha"] + bp["beta"])
+        a_boot = bp["beta"] / (bp["alpha"] + bp["beta"]) if bp else np.array([])
     k, _ = allocation.cost_constant(c["compute"], c["params"], c["examples"])
     n_star, d_star = allocation.parametric_optimum(p, float(c["compute"].max()), k)
     train_size = float(np.median(c["examples"] / c["epochs"]))

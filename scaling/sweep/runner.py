@@ -384,8 +384,10 @@ class Sweep:
             )
         if opts.dry_run:
             out = self.plan_report(plan, snap)
-            if opts.design:
+            if opts.design:  # the simulation trains nothing: its time is not the study's spend
+                self.session.tick(busy=True)
                 out["design"] = self.design(calib, snap, cm)
+                self.session.tick(busy=False)
             return out
 
         ex = executors.make(opts.executor, platform, opts.ray_address)
