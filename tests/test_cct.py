@@ -9,30 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from family_checks import count, fast_key, random_params, shapes, xla_flops
 from scaling import config
 from scaling.errors import UserError
 from scaling.models import cct, registry
-
-
-def _shapes(model, image_size):
-    x = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
-    return jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)["params"]
-
-
-def _count(tree) -> int:
-    return sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(tree))
-
-
-def _random_params(model, image_size, seed=0, scale=0.1):
-    """Random values in the parameter shapes (XLA:CPU compiles random-number ops slowly)."""
-    rng = np.random.default_rng(seed)
-    return jax.tree.map(lambda s: jnp.asarray(scale * rng.standard_normal(s.shape), s.dtype),
-                        _shapes(model, image_size))
-
-
-def _fast_key(seed):
-    """A PRNG key whose random ops XLA:CPU compiles in seconds (threefry dropout masks take a minute)."""
-    return jax.random.key(seed, impl="unsafe_rbg")
 
 
 def _tiny(**kw):
@@ -55,7 +35,7 @@ def test_params_and_macs_match_the_repo(name):
     px = spec.default_image_size
     nc = 10 if px == 32 else 1000
     params, gmacs = PUBLISHED[name]
-    assert _count(_shapes(spec.build(nc, px), px)) == pytest.approx(params, rel=0.005 if px == 32 else 0.001)
+    assert count(shapes(spec.build(nc, px), px)) == pytest.approx(params, rel=0.005 if px == 32 else 0.001)
     layers, kernel, n_conv, _ = cct.VARIANTS[name]
     # The repo's MACs leave out the attention matmuls; ours count them.
     assert cct.cct_forward_macs(px, nc, layers, kernel, n_conv, attention_matmuls=False) / 1e9 == pytest.approx(
@@ -64,18 +44,14 @@ def test_params_and_macs_match_the_repo(name):
 
 
 def test_cct_7_3x1_exact_count_and_sine_variant():
-    assert _count(_shapes(registry.get("cct-7/3x1").build(10, 32), 32)) == 3_760_139  # README: 3.76M
-    sine = _shapes(registry.get("cct-6/3x1").build(10, 32, posemb="sine"), 32)
-    assert "pos_embedding" not in sine and round(_count(sine) / 1e3) == 3168  # README: 3.168M
+    assert count(shapes(registry.get("cct-7/3x1").build(10, 32), 32)) == 3_760_139  # README: 3.76M
+    sine = shapes(registry.get("cct-6/3x1").build(10, 32, posemb="sine"), 32)
+    assert "pos_embedding" not in sine and round(count(sine) / 1e3) == 3168  # README: 3.168M
 
 
 def test_xla_flops_match_analytic():
     spec = registry.get("cct-7/3x1")
-    model = spec.build(10, 32)
-    x = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
-    variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)
-    cost = jax.jit(lambda v, x: model.apply(v, x)).lower(variables, x).cost_analysis()
-    xla = (cost[0] if isinstance(cost, list) else cost)["flops"]
+    xla = xla_flops(spec.build(10, 32), 32)
     # XLA also counts the elementwise ops (exact GELU, softmax over 256 x 256
     # attention maps, LayerNorm): measured +3.3% here.
     assert xla == pytest.approx(spec.forward_flops(32, 10), rel=0.05)
@@ -85,7 +61,7 @@ def test_tokenizer_geometry_and_sequence_length():
     assert cct.tokenizer_geometry(3) == (1, 1) and cct.tokenizer_geometry(7) == (2, 3)
     assert cct.token_grid(32, 3, 1) == 16 and cct.token_grid(32, 3, 2) == 8  # 256 / 64 tokens
     assert cct.token_grid(224, 7, 2) == 14  # 196 tokens
-    params = _shapes(registry.get("cct-7/3x2").build(10, 32), 32)
+    params = shapes(registry.get("cct-7/3x2").build(10, 32), 32)
     assert params["tokenizer_conv0"]["kernel"].shape == (3, 3, 3, 64)
     assert params["tokenizer_conv1"]["kernel"].shape == (3, 3, 64, 256)
     assert "bias" not in params["tokenizer_conv0"] and params["pos_embedding"].shape == (1, 64, 256)
@@ -94,7 +70,7 @@ def test_tokenizer_geometry_and_sequence_length():
 
 def test_sequence_pooling_is_a_softmax_weighted_mean():
     model = _tiny(attention_dropout=0.0, stochastic_depth=0.0)
-    params = _random_params(model, 16)
+    params = random_params(model, 16)
     x = jax.random.normal(jax.random.key(1), (2, 16, 16, 3))
     # A zero pooling kernel weights every token equally: the head sees the token mean.
     flat = params.copy()
@@ -119,12 +95,12 @@ def test_sinusoidal_posemb_is_the_repos_formula():
 
 def test_dropout_and_stochastic_depth_use_the_dropout_rng():
     model = _tiny(dtype=jnp.bfloat16)
-    params = _random_params(model, 16)
+    params = random_params(model, 16)
     x = jax.random.normal(jax.random.key(1), (4, 16, 16, 3))
     evals = jax.jit(model.apply)({"params": params}, x)
     assert evals.shape == (4, 10) and evals.dtype == jnp.float32
     train = jax.jit(lambda p, x, k: model.apply({"params": p}, x, train=True, rngs={"dropout": k}))
-    a, b = train(params, x, _fast_key(1)), train(params, x, _fast_key(2))
+    a, b = train(params, x, fast_key(1)), train(params, x, fast_key(2))
     assert not np.allclose(np.asarray(a), np.asarray(b))
     assert registry.get("cct-7/3x1").build(10, 32).stochastic_depth == 0.1  # the repo's defaults
     assert cct.CCT(10).attention_dropout == 0.1

@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from family_checks import assert_close_to_reference, cost, count, random_params, shapes, torch_and_timm, xla_flops
 from scaling import config, optim
 from scaling.errors import UserError
 from scaling.models import deit, layers, registry
-
-
-def _shapes(model, image_size):
-    x = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
-    return jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)["params"]
-
-
-def _count(tree) -> int:
-    return sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(tree))
-
-
-def _random_params(model, image_size, seed=0, scale=0.1):
-    """Random values in the parameter shapes (XLA:CPU compiles random-number ops slowly)."""
-    rng = np.random.default_rng(seed)
-    return jax.tree.map(lambda s: jnp.asarray(scale * rng.standard_normal(s.shape), s.dtype),
-                        _shapes(model, image_size))
 
 
 def _tiny(**kw):
@@ -40,8 +23,8 @@ TIMM_PARAMS = {"ti": 5_910_800, "s": 22_436_432, "b": 87_338_192}
 
 @pytest.mark.parametrize("variant", list(TIMM_PARAMS))
 def test_param_count_equals_timm(variant):
-    params = _shapes(registry.get(f"deit-{variant}/16").build(1000, 224), 224)
-    assert _count(params) == TIMM_PARAMS[variant]
+    params = shapes(registry.get(f"deit-{variant}/16").build(1000, 224), 224)
+    assert count(params) == TIMM_PARAMS[variant]
     assert params["pos_embedding"].shape[1] == 14 * 14 + 2 and set(params["head_dist"]) == {"kernel", "bias"}
 
 
@@ -49,23 +32,17 @@ def test_forward_flops_deit_s_analytic_and_xla():
     spec = registry.get("deit-s/16")
     analytic = spec.forward_flops(224, 1000)
     assert analytic / 2e9 == pytest.approx(4.6, rel=0.03)  # DeiT Table 1 / timm: 4.6 GMAC
-    model = spec.build(1000, 224)
-    x = jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.float32)
-    variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)
-    cost = jax.jit(lambda v, x: model.apply(v, x)).lower(variables, x).cost_analysis()
-    xla = (cost[0] if isinstance(cost, list) else cost)["flops"]
+    xla = xla_flops(spec.build(1000, 224), 224)
     # XLA also counts elementwise work, and the exact (erf) GELU costs it 66 FLOPs
     # an element: +2.6% here. Without the GELUs (counted the same way) XLA agrees.
-    hidden = jax.ShapeDtypeStruct((1, 198, 1536), jnp.float32)
-    gelu = jax.jit(layers.gelu).lower(hidden).cost_analysis()
-    gelus = 12 * (gelu[0] if isinstance(gelu, list) else gelu)["flops"]
+    gelus = 12 * cost(layers.gelu, jax.ShapeDtypeStruct((1, 198, 1536), jnp.float32))
     assert xla - gelus == pytest.approx(analytic, rel=0.01) and (xla - gelus) / 2e9 == pytest.approx(4.6, rel=0.03)
     assert xla == pytest.approx(analytic, rel=0.04)
 
 
 def test_heads_split_in_training_and_average_in_evaluation():
     model = _tiny(drop_path_rate=0.0)
-    params = _random_params(model, 16)
+    params = random_params(model, 16)
     x = jax.random.normal(jax.random.key(1), (4, 16, 16, 3))
     apply = jax.jit(lambda p, x: model.apply({"params": p}, x, capture_intermediates=True,
                                              mutable=["intermediates"]))
@@ -86,7 +63,7 @@ def test_heads_split_in_training_and_average_in_evaluation():
 
 def test_stochastic_depth_uses_the_dropout_rng_and_dtype():
     model = _tiny(drop_path_rate=0.5, dtype=jnp.bfloat16)
-    params = _random_params(model, 16)
+    params = random_params(model, 16)
     x = jax.random.normal(jax.random.key(1), (4, 16, 16, 3))
     train = jax.jit(lambda p, x, k: model.apply({"params": p}, x, train=True, rngs={"dropout": k}))
     a = train(params, x, jax.random.key(1, impl="unsafe_rbg"))
@@ -109,7 +86,7 @@ def test_init_follows_timm():
 def test_ladder_and_recipe():
     ladder = registry.ladder("deit")
     assert [s.name for s in ladder] == [f"deit-{k}/4" for k in deit.LADDER]
-    counts = [_count(_shapes(s.build(10, 32), 32)) for s in ladder]
+    counts = [count(shapes(s.build(10, 32), 32)) for s in ladder]
     assert all(a < b for a, b in zip(counts, counts[1:])) and counts[0] < 0.2e6 and 9e6 < counts[-1] < 11e6
     for width, heads in deit.LADDER.values():
         assert width // heads <= 64 and width % heads == 0
@@ -130,8 +107,7 @@ def test_bad_input_is_a_user_error():
 
 
 def test_forward_matches_timm_with_copied_weights():
-    torch = pytest.importorskip("torch")
-    timm = pytest.importorskip("timm")
+    torch, timm = torch_and_timm()
     ref = timm.create_model("deit_small_distilled_patch16_224", pretrained=False).eval()
     sd = {k: v.detach().numpy() for k, v in ref.state_dict().items()}
     lin = lambda n: {"kernel": sd[f"{n}.weight"].T, "bias": sd[f"{n}.bias"]}  # noqa: E731
@@ -150,4 +126,4 @@ def test_forward_matches_timm_with_copied_weights():
     with torch.no_grad():
         expected = ref(torch.from_numpy(x)).numpy()
     got = registry.get("deit-s/16").build(1000, 224).apply({"params": params}, jnp.asarray(x.transpose(0, 2, 3, 1)))
-    np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    assert_close_to_reference(got, expected)

@@ -9,40 +9,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from family_checks import (assert_close_to_reference, count, fast_key, random_params, shapes, torch_and_timm,
+                           xla_flops)
 from scaling import config, optim
 from scaling.errors import UserError
 from scaling.models import registry, resnet
 
 
-def _shapes(model, image_size):
-    x = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
-    return jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)["params"]
-
-
-def _count(tree) -> int:
-    return sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(tree))
-
-
-def _random_params(model, image_size, seed=0):
-    """Random values in the shapes of ``model``'s parameters, without compiling its
-    initialiser (XLA:CPU compiles random-number ops slowly: ~1 min for a ladder ResNet)."""
-    rng = np.random.default_rng(seed)
-    return jax.tree.map(lambda s: jnp.asarray(0.1 * rng.standard_normal(s.shape), s.dtype), _shapes(model, image_size))
-
-
-# A key whose random-number ops XLA:CPU compiles quickly (for tests of initial values).
-_FAST_KEY = jax.random.key(0, impl="unsafe_rbg")
-
-
 def _tiny(**kw):
     return resnet.ResNet(num_classes=10, block="basic", depths=(1, 1), widths=(8, 16), stem="cifar", **kw)
-
-
-def _xla_flops(model, image_size):
-    x = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
-    variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)
-    cost = jax.jit(lambda v, x: model.apply(v, x)).lower(variables, x).cost_analysis()
-    return (cost[0] if isinstance(cost, list) else cost)["flops"]
 
 
 # timm resnet{18,34,50,101,152} (= torchvision), 1000 classes, sum of p.numel().
@@ -51,7 +26,7 @@ TIMM_PARAMS = {"18": 11_689_512, "34": 21_797_672, "50": 25_557_032, "101": 44_5
 
 @pytest.mark.parametrize("depth", list(TIMM_PARAMS))
 def test_param_count_equals_timm(depth):
-    assert _count(_shapes(registry.get(f"resnet-{depth}").build(1000, 224), 224)) == TIMM_PARAMS[depth]
+    assert count(shapes(registry.get(f"resnet-{depth}").build(1000, 224), 224)) == TIMM_PARAMS[depth]
 
 
 def test_forward_flops_resnet50_analytic_and_xla():
@@ -59,7 +34,7 @@ def test_forward_flops_resnet50_analytic_and_xla():
     analytic = spec.forward_flops(224, 1000)
     assert analytic / 2 / 1e9 == pytest.approx(4.09, abs=0.01)  # torchvision: 4.09 GMAC
     assert analytic / 2 / 1e9 == pytest.approx(4.1, rel=0.03)
-    xla = _xla_flops(spec.build(1000, 224), 224)  # valid taps only, plus elementwise ops
+    xla = xla_flops(spec.build(1000, 224), 224)  # valid taps only, plus elementwise ops
     assert xla == pytest.approx(analytic, rel=0.03), (xla, analytic)
     assert registry.get("resnet-18").forward_flops(224, 1000) / 2e9 == pytest.approx(1.81, abs=0.01)
 
@@ -79,7 +54,7 @@ def test_v1_5_stride_sits_in_the_3x3_and_shortcut_is_projected():
 
 
 def test_zero_init_last_norm_and_init_scales():
-    params = jax.jit(_tiny().init)(_FAST_KEY, jnp.zeros((1, 8, 8, 3)))["params"]
+    params = jax.jit(_tiny().init)(fast_key(0), jnp.zeros((1, 8, 8, 3)))["params"]
     blk = params["layer1_0"]
     assert not np.any(np.asarray(blk["norm2"]["scale"])) and np.all(np.asarray(blk["norm1"]["scale"]) == 1)
     # Kaiming normal, fan-out: var = 2 / (k * k * out).
@@ -97,12 +72,12 @@ def test_group_norm_groups():
 def test_ladder_ranks_sizes_and_cifar_stem():
     ladder = registry.ladder("resnet")
     assert [s.name for s in ladder] == list(resnet.LADDER)
-    counts = [_count(_shapes(s.build(10, 32), 32)) for s in ladder]
+    counts = [count(shapes(s.build(10, 32), 32)) for s in ladder]
     flops = [s.forward_flops(32, 10) for s in ladder]
     assert all(a < b for a, b in zip(flops, flops[1:])) and all(a < b for a, b in zip(counts, counts[1:]))
     assert 0.1e6 <= counts[0] <= 0.3e6 and 9e6 <= counts[-1] <= 12e6
     assert counts[-1] == 11_173_962  # the usual CIFAR ResNet-18
-    params = _shapes(ladder[0].build(10, 32), 32)
+    params = shapes(ladder[0].build(10, 32), 32)
     assert params["conv1"]["kernel"].shape == (3, 3, 3, 8)  # 3x3 stem, no max-pool: stage 1 at 32 px
     assert resnet.resnet_forward_macs(32, 10, "basic", (2, 2, 2, 2), (64, 128, 256, 512), "cifar") == 555_422_720
 
@@ -110,7 +85,7 @@ def test_ladder_ranks_sizes_and_cifar_stem():
 def test_forward_shapes_dtype_and_drop_path_rng():
     model = _tiny(drop_path_rate=0.5, dtype=jnp.bfloat16)
     x = jax.random.normal(jax.random.key(1), (2, 16, 16, 3))
-    variables = {"params": _random_params(model, 16)}
+    variables = {"params": random_params(model, 16)}
     logits = jax.jit(model.apply)(variables, x)
     assert logits.shape == (2, 10) and logits.dtype == jnp.float32
     # Random (non-zero) residual branches: stochastic depth must depend on the 'dropout' RNG.
@@ -127,7 +102,7 @@ def test_recipe():
     assert (cfg.weight_decay_mode, cfg.label_smoothing) == ("coupled", 0.1)
     small = config.resolve(config.TrainConfig(model="resnet-c2", batch_size=128))
     assert small.lr == 0.05 and small.weight_decay == resnet.LADDER_WEIGHT_DECAY
-    params = _shapes(registry.get("resnet-c0").build(10, 32), 32)
+    params = shapes(registry.get("resnet-c0").build(10, 32), 32)
     decayed = {jax.tree_util.keystr(p) for p, d in jax.tree_util.tree_leaves_with_path(optim.decay_mask(params)) if d}
     assert all(k.endswith("['kernel']") for k in decayed) and any("conv" in k for k in decayed)
 
@@ -142,8 +117,7 @@ def test_bad_input_is_a_user_error():
 
 
 def test_forward_matches_timm_with_copied_weights():
-    torch = pytest.importorskip("torch")
-    timm = pytest.importorskip("timm")
+    torch, timm = torch_and_timm()
     import functools
 
     ref = timm.create_model("resnet50", pretrained=False, num_classes=1000,
@@ -177,4 +151,4 @@ def test_forward_matches_timm_with_copied_weights():
     with torch.no_grad():
         expected = ref(torch.from_numpy(x)).numpy()
     got = np.asarray(model.apply({"params": params}, jnp.asarray(x.transpose(0, 2, 3, 1))))
-    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    assert_close_to_reference(got, expected)
