@@ -29,7 +29,7 @@ def test_every_module_of_the_package_is_a_family_or_registers_nothing():
     files = {p.stem for p in (REPO / "scaling" / "models").glob("*.py") if not p.stem.startswith("_")}
     assert set(modules) == files  # nothing listed by hand: a new file is found
     specs = registry.all_specs()
-    assert {"cnn", "nfnet", "vit", "resnet", "cct", "deit"} <= set(registry.families())
+    assert {"cnn", "nfnet", "vit", "resnet", "cct", "deit", "swin", "mobilevit"} <= set(registry.families())
     for spec in specs:  # a model's family is its module's name, which prefixes the model name
         assert spec.family in modules and spec.name.startswith(spec.family + "-"), spec.name
         assert sys.modules[spec.build.__module__].__name__ == f"scaling.models.{spec.family}"
@@ -42,7 +42,8 @@ def test_get_imports_only_the_named_family():
     assert r.returncode == 0, r.stderr
     loaded = eval(r.stdout.strip())  # noqa: S307 (our own printout)
     assert "scaling.models.deit" in loaded
-    assert not {"scaling.models.vit", "scaling.models.nfnet", "scaling.models.cnn", "scaling.models.resnet"} & set(loaded)
+    assert not {"scaling.models.vit", "scaling.models.nfnet", "scaling.models.cnn", "scaling.models.resnet",
+                "scaling.models.swin", "scaling.models.mobilevit"} & set(loaded)
 
 
 def test_cli_lists_a_family_and_bad_model_input_exits_2(tmp_path: Path):
