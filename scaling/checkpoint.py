@@ -1,4 +1,10 @@
-"""Orbax checkpoints of the whole training state, keyed by step."""
+"""Orbax checkpoints of the whole training state and the data loader's position, keyed by step.
+
+Each checkpoint holds two items: ``state`` (the train state) and ``data`` (the
+batch source's JSON state, ``BatchSource.loader_state``), saved together, so a
+resumed run continues the batch sequence exactly where the model left it.
+Checkpoints of the older one-item layout (``default``, no data state) still restore.
+"""
 
 from __future__ import annotations
 
@@ -28,24 +34,34 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self._mngr.latest_step()
 
-    def save(self, step: int, state) -> None:
-        """Save ``state`` as ``step``; a step that is already saved is left as it is."""
+    def save(self, step: int, state, data_state: dict | None = None) -> None:
+        """Save ``state`` (and the loader's ``data_state``) as ``step``; a step already saved is left as it is."""
         if self._mngr.latest_step() == step:
             return
-        self._mngr.save(step, args=ocp.args.StandardSave(state), force=True)
+        args = ocp.args.Composite(state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state or {}))
+        self._mngr.save(step, args=args, force=True)
         self._mngr.wait_until_finished()
 
-    def restore(self, step: int, abstract_state):
-        return self._mngr.restore(step, args=ocp.args.StandardRestore(abstract_state))
+    def restore(self, step: int, abstract_state) -> tuple[object, dict | None]:
+        """(state, data state or None) of checkpoint ``step``."""
+        if (self.directory / str(step) / "default").is_dir():  # the one-item layout of older versions
+            legacy = ocp.CheckpointManager(self.directory, options=ocp.CheckpointManagerOptions(read_only=True))
+            try:
+                return legacy.restore(step, args=ocp.args.StandardRestore(abstract_state)), None
+            finally:
+                legacy.close()
+        out = self._mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
+                                                               data=ocp.args.JsonRestore()))
+        return out["state"], (out["data"] or None)
 
-    def restore_latest(self, abstract_state) -> tuple[int, object | None]:
-        """(step, state) of the newest checkpoint that restores; (0, None) if none does."""
+    def restore_latest(self, abstract_state) -> tuple[int, object | None, dict | None]:
+        """(step, state, data state) of the newest checkpoint that restores; (0, None, None) if none does."""
         for step in sorted(self._mngr.all_steps(), reverse=True):
             try:
-                return step, self.restore(step, abstract_state)
+                return (step, *self.restore(step, abstract_state))
             except Exception as e:  # noqa: BLE001 - any failure to read means this one is unusable
                 self._set_aside(step, e)
-        return 0, None
+        return 0, None, None
 
     def _set_aside(self, step: int, error: Exception) -> None:
         aside = self.directory.with_name(self.directory.name + "-corrupt")

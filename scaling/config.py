@@ -23,7 +23,13 @@ class TrainConfig:
     # None: $SCALING_CIFAR10 (for cifar10), else TFDS.
     data_source: str | None = None
     val_size: int | None = None  # None: the data set's default (5,000 for CIFAR-10)
-    image_size: int | None = None  # None: the data set's native size
+    image_size: int | None = None  # None: the data set's native size (streaming: the model's default)
+    # Input pipeline (scaling.data.batch_sources): "auto" | "memory" | "stream"; auto keeps the
+    # data set on the device when its decoded size fits memory_cap_gb and all images share one size.
+    data_pipeline: str = "auto"
+    memory_cap_gb: float | None = None  # None: a quarter of this machine's memory
+    eval_image_size: int | None = None  # streaming: eval resolution (None: image_size); NFNet-F0: 192/256
+    crop_scale: list | None = None  # streaming: random-resized crop area range [min, max] (None: [0.08, 1])
     epochs: float = 1.0  # fractional epochs allowed
     steps: int | None = None  # if set, overrides epochs (``--steps`` / ``--examples``)
     batch_size: int = 64  # small-budget default; recipes scale the learning rate with it
@@ -118,6 +124,11 @@ _RULES: dict[str, tuple[Any, str]] = {
     "data_source": (lambda x: isinstance(x, str) and x.strip() != "", "a path, 'tfds' or 'synthetic'"),
     "val_size": (lambda x: _integer(x) and x > 0, "a positive integer"),
     "image_size": (lambda x: _integer(x) and 8 <= x <= 4096, "an integer between 8 and 4096"),
+    "data_pipeline": (lambda x: x in ("auto", "memory", "stream"), "auto, memory or stream"),
+    "memory_cap_gb": (lambda x: _number(x) and x >= 0, "a non-negative number of GiB"),
+    "eval_image_size": (lambda x: _integer(x) and 8 <= x <= 4096, "an integer between 8 and 4096"),
+    "crop_scale": (lambda x: isinstance(x, (list, tuple)) and len(x) == 2 and all(_number(v) for v in x)
+                   and 0 < x[0] <= x[1] <= 1, "MIN,MAX with 0 < MIN <= MAX <= 1"),
     "epochs": (lambda x: _number(x) and x > 0, "a positive number"),
     "steps": (lambda x: _integer(x) and x > 0, "a positive integer"),
     "batch_size": (lambda x: _integer(x) and x > 0, "a positive integer"),
@@ -233,6 +244,19 @@ def check_model_kwargs(spec, cfg: TrainConfig) -> None:
     except (TypeError, ValueError, KeyError, AssertionError, IndexError, ZeroDivisionError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"--model-kwargs do not fit {spec.name}: {msg[:300]}") from None
+
+
+def parse_crop_scale(text: str) -> list[float]:
+    """``--crop-scale MIN,MAX`` (argparse type): the random-resized crop's area range, 0 < MIN <= MAX <= 1."""
+    import argparse
+
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MIN,MAX, got {text!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo <= hi <= 1):
+        raise argparse.ArgumentTypeError(f"crop scale must satisfy 0 < MIN <= MAX <= 1, got {text!r}")
+    return [lo, hi]
 
 
 def dumps(cfg: TrainConfig) -> str:

@@ -12,8 +12,6 @@ from __future__ import annotations
 import statistics
 import time
 
-import numpy as np
-
 from scaling.config import TrainConfig, check_length, resolve
 from scaling.errors import UserError
 
@@ -38,17 +36,21 @@ def measure(
     compute_dtype: str = "float32",
     data_source: str | None = None,
     model_kwargs: dict | None = None,
+    **fields,
 ) -> dict:
-    """Compile and time one model's train step, eval step and input pipeline (the recipe's config)."""
+    """Compile and time one model's train step, eval step and input pipeline (the recipe's config;
+    ``fields``: other ``TrainConfig`` fields, e.g. ``data_pipeline``, ``crop_scale``)."""
     return measure_config(TrainConfig(model=model, dataset=dataset, data_source=data_source, batch_size=batch_size,
                                       image_size=image_size, compute_dtype=compute_dtype,
-                                      model_kwargs=model_kwargs or {}), steps=steps)
+                                      model_kwargs=model_kwargs or {}, **fields), steps=steps)
 
 
-def measure_config(cfg: TrainConfig, steps: int = 5) -> dict:
+def measure_config(cfg: TrainConfig, steps: int = 5, loader_steps: int = 20) -> dict:
     """Compile and time the train step, eval step and input pipeline of exactly ``cfg``
     (a trial's whole config: overrides and model kwargs included), through the
-    trainer's own ``Programs``."""
+    trainer's own ``Programs`` and batch source. Streaming: the loader's images/s
+    (``loader_images_per_second``, over ``loader_steps`` batches) beside the step's;
+    a run goes at the slower of the two (``bound_images_per_second``)."""
     t_start = time.monotonic()
     from scaling import runtime
 
@@ -56,8 +58,7 @@ def measure_config(cfg: TrainConfig, steps: int = 5) -> dict:
     import jax
 
     from scaling import compute, steps as steps_lib
-    from scaling.data import load
-    from scaling.data.pipeline import ExampleStream, make_batch_fn
+    from scaling.data import batch_sources, selection
     from scaling.models import registry
     from scaling.programs import Programs
 
@@ -65,47 +66,62 @@ def measure_config(cfg: TrainConfig, steps: int = 5) -> dict:
         raise UserError(f"--steps must be positive, got {steps}")
     cfg = resolve(cfg)
     spec = registry.get(cfg.model)
-    data = load(cfg.dataset, cfg.data_source, cfg.val_size)
+    choice = selection.choose(cfg)
+    source = batch_sources.open_source(cfg, choice)
     devices = compute.device_info()
-    check_length(cfg, data.train_size, devices["device_count"])
-    progs = Programs(cfg, data, devices["device_count"], total_steps=1000).compile()
+    check_length(cfg, source.train_size, devices["device_count"])
+    progs = Programs(cfg, source, devices["device_count"], total_steps=1000).compile()
     size, batch_size = progs.image_size, cfg.batch_size
-    images, labels, key, lr_args = progs.images, progs.labels, progs.step_key, progs.lr_args
+    key, lr_args = progs.step_key, progs.lr_args
     shard = progs.parts.batch_sharded
-    stream = ExampleStream(data.train_size, batch_size, cfg.seed)
-    idx = jax.device_put(stream.indices(0), shard)
+    batches = source.train_batches(0, 1, shard)
+    batch, _ = next(batches)
+    batches.close()
     train_step = progs.train
     flops_xla = compute.xla_flops(train_step)
     state = progs.init(progs.init_key)
 
     def one_step():
         nonlocal state
-        state, m = train_step(state, images, labels, idx, key, lr_args)
+        state, m = train_step(state, *batch, key, lr_args)
         return m["loss"]
 
     one_step()  # warm-up
     step_times = timed(one_step, steps)
     step_seconds = statistics.median(step_times)
+    ips = batch_size / step_seconds
 
-    # The input pipeline alone: host index computation + on-device gather/augment.
-    mean, std = data.channel_stats()
-    batch_fn = jax.jit(make_batch_fn(mean, std, size, cfg.augment))
-    batch_fn(images, labels, idx, key)
-    data_device = statistics.median(timed(lambda: batch_fn(images, labels, idx, key), max(steps, 3)))
-    t = time.perf_counter()
-    for s in range(50):
-        jax.device_put(stream.indices(s), shard)
-    data_host = (time.perf_counter() - t) / 50
+    # The input pipeline alone: on-device batch function (gather/augment/standardise) + host side.
+    mean, std = source.channel_stats()
+    batch_fn = jax.jit(source.batch_fn(mean, std, size, cfg.augment, jax.numpy.float32))
+    batch_fn(batch, key)
+    data_device = statistics.median(timed(lambda: batch_fn(batch, key), max(steps, 3)))
+    loader = None
+    if source.pipeline == "memory":
+        t = time.perf_counter()
+        for _, (b, _) in zip(range(50), source.train_batches(0, 50, shard)):
+            pass
+        data_host = (time.perf_counter() - t) / 50
+    else:
+        from scaling.data import loader_bench
 
-    eb = progs.eval_batch(data.val_size)
+        loader = loader_bench.measure_source(source, steps=loader_steps)
+        data_host = batch_size / loader["images_per_second"]
+
+    from scaling.data.feed import to_device
+
+    n_val = source.eval_shape("val")[0]
+    eb = progs.eval_batch(n_val)
     eval_step = progs.evals[eb]
-    xe, ye = jax.device_put(data.val_images[:eb], shard), jax.device_put(data.val_labels[:eb], shard)
-    mask = jax.device_put(np.ones(eb, np.float32), shard)
+    eb_batch = to_device(next(iter(source.eval_batches("val", eb))), shard)
+    xe, ye, mask = eb_batch["image"], eb_batch["label"], eb_batch["mask"]
     eval_step(state["params"], xe, ye, mask)
     eval_seconds = statistics.median(timed(lambda: eval_step(state["params"], xe, ye, mask), 2))
+    source.close()
 
-    flops_per_example = compute.train_flops_per_example(spec, size, data.num_classes)
-    ips = batch_size / step_seconds
+    flops_per_example = compute.train_flops_per_example(spec, size, source.num_classes)
+    loader_ips = loader["images_per_second"] if loader else None
+    bound = min(ips, loader_ips) if loader_ips else ips
     return dict(
         model=cfg.model,
         family=spec.family,
@@ -113,12 +129,18 @@ def measure_config(cfg: TrainConfig, steps: int = 5) -> dict:
         batch_size=batch_size,
         image_size=size,
         compute_dtype=cfg.compute_dtype,
+        data_pipeline=source.pipeline,
+        data_pipeline_reason=choice.reason,
         program_fingerprint=progs.fingerprint,
         compile_seconds=progs.compile_seconds,
         train_compile_seconds=progs.seconds["train"],
         step_seconds=step_seconds,
         step_seconds_all=step_times,
         images_per_second=ips,
+        loader_images_per_second=loader_ips,
+        loader=loader,
+        bound_images_per_second=bound,
+        bound_step_seconds=batch_size / bound,  # what a step of a run costs: the slower of step and loader
         eval_seconds_per_example=eval_seconds / eb,
         data_seconds_device=data_device,
         data_seconds_host=data_host,

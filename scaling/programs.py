@@ -3,7 +3,9 @@
 The trainer, the benchmark and the sweep's calibration all get their train
 step, eval steps and initialiser from ``Programs``, so what is timed is the
 program that trains, byte for byte: ``fingerprint`` (a hash of the lowered
-train step) is recorded by all three and tested equal.
+train step) is recorded by all three and tested equal. The batches come from a
+``scaling.data.batch_sources`` source (in-memory indices or streamed images);
+the programs only see the source's batch contract.
 """
 
 from __future__ import annotations
@@ -19,17 +21,22 @@ from scaling.config import TrainConfig
 
 
 class Programs:
-    """Device-resident data, the state's shapes, and (after ``compile``) the programs."""
+    """The batch source's shapes, the state's shapes, and (after ``compile``) the programs."""
 
-    def __init__(self, cfg: TrainConfig, data, device_count: int, total_steps: int):
-        self.cfg, self.data, self.device_count = cfg, data, device_count
-        self.image_size = cfg.image_size or data.image_size
-        mean, std = data.channel_stats()
-        self.parts = steps.build(cfg, data.num_classes, self.image_size, mean, std)
+    def __init__(self, cfg: TrainConfig, source, device_count: int, total_steps: int):
+        """``source``: a ``BatchSource`` (or an in-memory ``Dataset``, wrapped as the memory source)."""
+        if not hasattr(source, "train_spec"):
+            from scaling.data.batch_sources.memory import MemorySource
+            from scaling.data.selection import Choice
+
+            source = MemorySource(source, cfg, Choice("memory", "an in-memory data set given"))
+        self.cfg, self.source, self.device_count = cfg, source, device_count
+        self.image_size = source.image_size
+        mean, std = source.channel_stats()
+        self.parts = steps.build(cfg, source.num_classes, self.image_size, mean, std, source)
         self.lr_args = optim.schedule_args(cfg, total_steps)
         rep = self.parts.replicated
-        self.images = jax.device_put(data.train_images, rep)
-        self.labels = jax.device_put(data.train_labels, rep)
+        self.batch_spec = source.train_spec(cfg.batch_size, self.parts.batch_sharded)
         self.init_key, self.step_key = jax.random.split(jax.random.key(cfg.seed))
         abstract = jax.eval_shape(self.parts.init_state, self.init_key)
         self.abstract = jax.tree_util.tree_map(
@@ -50,19 +57,17 @@ class Programs:
         process (docs/performance.md, "Restart after compiling")."""
         t = time.monotonic()
         shard = self.parts.batch_sharded
-        idx = jax.ShapeDtypeStruct((self.cfg.batch_size,), np.int32, sharding=shard)
         if with_init:
             self.init = self._compile("init", self.parts.init_state.lower(self.init_key))
-        lowered = self.parts.train_step.lower(self.abstract, self.images, self.labels, idx, self.step_key,
-                                              self.lr_args)
+        lowered = self.parts.train_step.lower(self.abstract, *self.batch_spec, self.step_key, self.lr_args)
         self.fingerprint = hashlib.sha256(lowered.as_text().encode()).hexdigest()[:16]
         self.train = self._compile("train", lowered)
         for split in ("val", "test"):
-            x, y = getattr(self.data, f"{split}_images"), getattr(self.data, f"{split}_labels")
-            eb = self.eval_batch(len(x))
+            n, shape, dtype = self.source.eval_shape(split)
+            eb = self.eval_batch(n)
             if eb not in self.evals:
-                specs = (jax.ShapeDtypeStruct((eb,) + x.shape[1:], x.dtype, sharding=shard),
-                         jax.ShapeDtypeStruct((eb,), y.dtype, sharding=shard),
+                specs = (jax.ShapeDtypeStruct((eb,) + tuple(shape), dtype, sharding=shard),
+                         jax.ShapeDtypeStruct((eb,), np.int32, sharding=shard),
                          jax.ShapeDtypeStruct((eb,), np.float32, sharding=shard))
                 self.evals[eb] = self._compile(f"eval{eb}", self.parts.eval_step.lower(self.abstract["params"], *specs))
         self.compile_seconds = time.monotonic() - t
@@ -78,19 +83,14 @@ class Programs:
 
     def evaluate(self, params, split: str) -> tuple[float, float]:
         """Mean loss and accuracy over a split (the last batch padded and masked)."""
-        shard = self.parts.batch_sharded
-        x, y = getattr(self.data, f"{split}_images"), getattr(self.data, f"{split}_labels")
-        eb = self.eval_batch(len(x))
+        from scaling.data.feed import to_device
+
+        n = self.source.eval_shape(split)[0]
+        eb = self.eval_batch(n)
         loss = correct = 0.0
-        for i in range(0, len(x), eb):
-            xb, yb = x[i : i + eb], y[i : i + eb]
-            mask = np.ones(eb, np.float32)
-            if len(xb) < eb:
-                mask[len(xb) :] = 0
-                xb = np.concatenate([xb, np.zeros((eb - len(xb),) + xb.shape[1:], xb.dtype)])
-                yb = np.concatenate([yb, np.zeros(eb - len(yb), yb.dtype)])
-            ls, cs = self.evals[eb](params, jax.device_put(xb, shard), jax.device_put(yb, shard),
-                                    jax.device_put(mask, shard))
+        for b in self.source.eval_batches(split, eb):
+            b = to_device(b, self.parts.batch_sharded)
+            ls, cs = self.evals[eb](params, b["image"], b["label"], b["mask"])
             loss += float(ls)
             correct += float(cs)
-        return loss / len(x), correct / len(x)
+        return loss / n, correct / n

@@ -25,7 +25,7 @@ from scaling.platform.xla_cpu import compiler_options
 class Parts:
     """Everything needed to run steps for one resolved config."""
 
-    train_step: object  # jitted: (state, images, labels, idx, key, lr_args) -> (state, metrics)
+    train_step: object  # jitted: (state, *batch, key, lr_args) -> (state, metrics); memory batch: images, labels, idx
     eval_step: object  # jitted: (params, images_u8, labels, mask) -> (loss_sum, correct_sum)
     init_state: object  # jitted: (key) -> state
     replicated: NamedSharding
@@ -41,15 +41,23 @@ def cross_entropy(logits, labels_onehot):
     return optax.softmax_cross_entropy(logits.astype(jnp.float32), labels_onehot)
 
 
-def build(cfg: TrainConfig, num_classes: int, image_size: int, mean, std) -> Parts:
+def build(cfg: TrainConfig, num_classes: int, image_size: int, mean, std, source=None) -> Parts:
     """Jitted steps for ``cfg``. The learning-rate schedule is a runtime argument
     (``optim.schedule_args``), so one compiled step serves every peak learning
-    rate and run length (the persistent compilation cache hits across trials)."""
+    rate and run length (the persistent compilation cache hits across trials).
+    ``source`` (a ``scaling.data.batch_sources.BatchSource``) says what a batch is
+    and how it becomes model input; None: the in-memory one (images, labels, idx)."""
     spec = registry.get(cfg.model)
     dtype = jnp.bfloat16 if cfg.compute_dtype == "bfloat16" else jnp.float32
     model = spec.build(num_classes=num_classes, image_size=image_size, dtype=dtype, **cfg.model_kwargs)
     tx = optim.direction(cfg)
-    batch_fn = make_batch_fn(mean, std, image_size, cfg.augment, dtype)
+    if source is None:
+        memory_fn = make_batch_fn(mean, std, image_size, cfg.augment, dtype)
+        batch_fn = lambda batch, key: memory_fn(*batch, key)  # noqa: E731
+        eval_fn = lambda images_u8: preprocess(images_u8, mean, std, image_size, dtype)  # noqa: E731
+    else:
+        batch_fn = source.batch_fn(mean, std, image_size, cfg.augment, dtype)
+        eval_fn = source.eval_fn(mean, std, image_size, dtype)
     mesh = make_mesh()
     replicated = NamedSharding(mesh, P())
     batch_sharded = NamedSharding(mesh, P("data"))
@@ -68,10 +76,11 @@ def build(cfg: TrainConfig, num_classes: int, image_size: int, mean, std) -> Par
         logits = model.apply({"params": params}, x, train=True, rngs={"dropout": key})
         return cross_entropy(logits, targets).mean(), logits
 
-    def train_step(state, images, labels, idx, base_key, lr_args):
+    def train_step(state, *args):
+        *batch, base_key, lr_args = args  # the batch's arrays as positional arguments (one HLO per source)
         key = jax.random.fold_in(base_key, state["step"])
         k_aug, k_drop, k_mix = jax.random.split(key, 3)
-        x, y = batch_fn(images, labels, idx, k_aug)
+        x, y = batch_fn(tuple(batch), k_aug)
         x = jax.lax.with_sharding_constraint(x, batch_sharded)
         targets = optax.smooth_labels(jax.nn.one_hot(y, num_classes), cfg.label_smoothing)
         if cfg.mixup_alpha:
@@ -96,7 +105,7 @@ def build(cfg: TrainConfig, num_classes: int, image_size: int, mean, std) -> Par
         return new, metrics
 
     def eval_step(params, images_u8, labels, mask):
-        x = preprocess(images_u8, mean, std, image_size, dtype)
+        x = eval_fn(images_u8)
         logits = model.apply({"params": params}, x, train=False)
         loss = cross_entropy(logits, jax.nn.one_hot(labels, num_classes))
         correct = jnp.argmax(logits, -1) == labels

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from scaling import __version__, evaluation
-from scaling.config import TrainConfig, check_fields, check_length, resolve
+from scaling.config import TrainConfig, check_fields, check_length, parse_crop_scale, resolve
 from scaling.errors import OneLineParser, UserError
 from scaling.paths import atomic_write_bytes, atomic_write_json, read_json
 from scaling.platform import restart
@@ -101,6 +101,8 @@ def _claim_config(workdir: Path, cfg: TrainConfig) -> None:
     mine = cfg.to_json()
     if path.exists():
         theirs = read_json(path)
+        if isinstance(theirs, dict) and set(theirs) <= set(mine):  # written before a field existed: its default
+            theirs = TrainConfig.from_json(theirs).to_json()
         if theirs != json.loads(json.dumps(mine)):
             diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
             raise UserError(
@@ -142,15 +144,19 @@ def run(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True,
 
     runtime.setup()
     from scaling import compute
-    from scaling.data import load
+    from scaling.data import batch_sources, selection
 
     if not str(workdir).strip():
         raise UserError("--workdir must be a directory path, got ''")
     cfg = resolve(cfg)
     workdir = Path(workdir)
     devices = compute.device_info()
-    data = load(cfg.dataset, cfg.data_source, cfg.val_size)
+    choice = selection.choose(cfg)
+    data = batch_sources.open_source(cfg, choice)  # validated: nothing written yet
+    if progress:
+        print(f"data pipeline: {choice.pipeline} ({choice.reason})", file=sys.stderr)
     total_steps = check_length(cfg, data.train_size, devices["device_count"])
+    data.channel_stats()  # streaming: decodes up to 1,000 training images (memoised), before any write
     _check_workdir(workdir)
     _claim_config(workdir, cfg)
     previous = _previous_result(workdir)
@@ -204,23 +210,26 @@ def _train_accounted(cfg: TrainConfig, workdir: Path, data, devices: dict, total
     from scaling import compute, faults, runtime, steps
     from scaling.platform import malloc
     from scaling.checkpoint import Checkpointer
-    from scaling.data.pipeline import ExampleStream
     from scaling.models import registry
     from scaling.programs import Programs
 
     spec = registry.get(cfg.model)
-    image_size = cfg.image_size or data.image_size
+    image_size = data.image_size
     steps_per_epoch = math.ceil(data.train_size / cfg.batch_size)
     epochs = total_steps * cfg.batch_size / data.train_size
     eval_every = cfg.eval_every or evaluation.default_eval_every(total_steps, steps_per_epoch)
     progs = Programs(cfg, data, devices["device_count"], total_steps)
-    images, labels, lr_args, step_key = progs.images, progs.labels, progs.lr_args, progs.step_key
+    lr_args, step_key = progs.lr_args, progs.step_key
     shard = progs.parts.batch_sharded
 
     # The newest checkpoint that restores (a damaged one is set aside), before
-    # anything compiles.
+    # anything compiles; its data-loader state must be this pipeline's.
     ckpt = Checkpointer(workdir / "checkpoints")
-    start, restored = ckpt.restore_latest(progs.abstract) if ckpt.latest_step() else (0, None)
+    start, restored, loader_state = ckpt.restore_latest(progs.abstract) if ckpt.latest_step() else (0, None, None)
+    if loader_state is not None:
+        data.check_state(loader_state)
+        if int(loader_state["step"]) != start:
+            raise RuntimeError(f"checkpoint {start} holds the data-loader state of step {loader_state['step']}")
     progs.compile(with_init=not start)
     train_step = progs.train
     acct.add("compile", progs.compile_seconds)
@@ -248,7 +257,9 @@ def _train_accounted(cfg: TrainConfig, workdir: Path, data, devices: dict, total
         acct.add("eval", time.monotonic() - t0)
         return out
 
-    stream = ExampleStream(data.train_size, cfg.batch_size, cfg.seed)
+    batches = data.train_batches(start, total_steps, shard)
+    trace = os.environ.get("SCALING_TRACE_IDS")  # tests: append each step's example ids to this file
+    trace_file = open(trace, "a") if trace else None
     bar = _progress(progress, total_steps, start, cfg.model)
     ckpt_every = cfg.checkpoint_every
     last_ckpt_time = time.monotonic()
@@ -259,9 +270,12 @@ def _train_accounted(cfg: TrainConfig, workdir: Path, data, devices: dict, total
     try:
         while step < total_steps:
             td = time.monotonic()
-            idx = jax.device_put(stream.indices(step), shard)
+            batch, ids = next(batches)
             data_seconds += time.monotonic() - td
-            state, m = train_step(state, images, labels, idx, step_key, lr_args)
+            if trace_file is not None:
+                trace_file.write(json.dumps({"step": step, "ids": [int(i) for i in ids]}) + "\n")
+                trace_file.flush()
+            state, m = train_step(state, *batch, step_key, lr_args)
             pending.append(m)
             step += 1
             seg_examples += cfg.batch_size
@@ -302,16 +316,16 @@ def _train_accounted(cfg: TrainConfig, workdir: Path, data, devices: dict, total
                 vl, va = evaluate(_eval_params(state), "val")
                 write(dict(step=step, epoch=record["epoch"], val_loss=vl, val_accuracy=va))
             if ckpt_due:
-                ckpt.save(step, state)
+                ckpt.save(step, state, data.loader_state(step))
                 last_ckpt_time = time.monotonic()
             acct.flush()
             t_train = time.monotonic()
         else:
-            ckpt.save(step, state)
+            ckpt.save(step, state, data.loader_state(step))
     except KeyboardInterrupt:
         # Keep what was done: checkpoint and account, then stop.
         jax.block_until_ready(state)
-        ckpt.save(step, state)
+        ckpt.save(step, state, data.loader_state(step))
         acct.flush()
         raise
     finally:
@@ -319,6 +333,10 @@ def _train_accounted(cfg: TrainConfig, workdir: Path, data, devices: dict, total
             bar.close()
         log.close()
         ckpt.close()
+        batches.close()
+        data.close()
+        if trace_file is not None:
+            trace_file.close()
 
     if status == "done":
         faults.point("final-eval")
@@ -343,6 +361,9 @@ def _train_accounted(cfg: TrainConfig, workdir: Path, data, devices: dict, total
         dataset=cfg.dataset,
         dataset_hash=data.content_hash,
         image_size=image_size,
+        eval_image_size=data.eval_image_size,
+        data_pipeline=data.pipeline,
+        data_pipeline_reason=data.choice.reason,
         num_classes=data.num_classes,
         train_size=data.train_size,
         epochs=epochs,
@@ -424,7 +445,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", help="cifar10 or any TFDS image-classification name")
     p.add_argument("--data", dest="data_source", help="ZIP/folder path, 'tfds' or 'synthetic'")
     p.add_argument("--val-size", type=int, help="validation images held out of train")
-    p.add_argument("--image-size", type=int, help="resize to this resolution (default: native)")
+    p.add_argument("--image-size", type=int, help="train resolution: resize (in memory) or crop (streaming) to "
+                   "this (default: native in memory, the model's default when streaming)")
+    p.add_argument("--data-pipeline", choices=["auto", "memory", "stream"],
+                   help="memory: the whole data set decoded on the device (fast, exact; one image size); "
+                        "stream: Grain reads and crops from disk (any size, any amount). auto (default): memory "
+                        "when the decoded data fits --memory-cap-gb and all images share one size, else stream; "
+                        "the run prints and records which and why")
+    p.add_argument("--memory-cap-gb", type=float, help="auto: the most decoded data kept in memory "
+                   "(default: a quarter of this machine's memory)")
+    p.add_argument("--eval-image-size", type=int, help="streaming: eval resolution (resize + centre crop; "
+                   "default: the train resolution; NFNet-F0 reference: --image-size 192 --eval-image-size 256)")
+    p.add_argument("--crop-scale", type=parse_crop_scale, metavar="MIN,MAX",
+                   help="streaming: area range of the random-resized crop, 0 < MIN <= MAX <= 1 (default 0.08,1)")
     dur = p.add_mutually_exclusive_group()
     dur.add_argument("--epochs", type=float, help="training length in epochs (fractional allowed)")
     dur.add_argument("--steps", type=int, help="training length in steps")

@@ -96,3 +96,33 @@ def test_a_diverged_run_records_the_steps_it_trained(tmp_path, cifar10_path):
     first_bad = min(ln["step"] for ln in lines if "train_loss" in ln and not ln["train_loss"] < float("inf"))
     assert result["steps"] == first_bad - 1 < 60
     assert result["examples_seen"] == result["steps"] * 64
+
+
+def test_checkpoints_hold_the_loader_state_and_the_older_layout_still_restores(tmp_path):
+    """A checkpoint is the train state plus the batch source's JSON state; one written
+    by an older version (a single ``default`` item, no data state) restores as before."""
+    import jax.numpy as jnp
+    import numpy as np
+    import orbax.checkpoint as ocp
+
+    from scaling.checkpoint import Checkpointer
+
+    state = {"step": jnp.int32(3), "w": jnp.arange(4, dtype=jnp.float32)}
+    ck = Checkpointer(tmp_path / "new")
+    ck.save(3, state, {"pipeline": "stream", "step": 3, "seed": 1})
+    step, restored, data = ck.restore_latest(state)
+    ck.close()
+    assert step == 3 and data == {"pipeline": "stream", "step": 3, "seed": 1}
+    np.testing.assert_array_equal(restored["w"], state["w"])
+
+    old = ocp.CheckpointManager(tmp_path / "old", options=ocp.CheckpointManagerOptions(enable_async_checkpointing=False))
+    old.save(5, args=ocp.args.StandardSave(state))
+    old.wait_until_finished()
+    old.close()
+    ck = Checkpointer(tmp_path / "old")
+    step, restored, data = ck.restore_latest(state)
+    assert step == 5 and data is None and not (tmp_path / "old-corrupt").exists()
+    np.testing.assert_array_equal(restored["w"], state["w"])
+    ck.save(6, state, {"step": 6})  # and the run goes on in the new layout
+    assert ck.restore_latest(state)[2] == {"step": 6}
+    ck.close()

@@ -1,7 +1,8 @@
 """Data sets: one ``load`` for CIFAR-10 and any TFDS image-classification set.
 
 Source selection (``source`` argument, ``--data`` on the CLIs):
-- a path to a ZIP or folder in the ``<split>/<class>/<file>`` layout;
+- a path to a ZIP or folder in the ``<split>/<class>/<file>`` layout, or a
+  folder of ArrayRecord shards written by ``python -m scaling.data.convert``;
 - ``"tfds"``: TensorFlow Datasets (no GCS; honours ``TFDS_DATA_DIR``);
 - ``"synthetic"``: random class-dependent images, for plumbing tests only;
 - ``None``: ``$SCALING_<NAME>`` (e.g. ``SCALING_CIFAR10``) if set, else TFDS.
@@ -34,17 +35,21 @@ def load(name: str = "cifar10", source: str | None = None, val_size: int | None 
         key = f"tfds-{os.environ.get('TFDS_DATA_DIR', 'default')}".replace("/", "_")
         cached = cache.load(name, key)
         if cached is None:
-            cached = sources.read_tfds(name)
+            cached = _read_tfds(name)
             cache.store(name, key, *cached)
         splits, class_names = cached
     else:
         path = Path(source).expanduser()
         if not path.exists():
             raise UserError(f"data path not found: {path}")
-        key = sources.content_hash(path)
+        from scaling.data import records
+
+        converted = path.is_dir() and (path / records.METADATA).exists()  # python -m scaling.data.convert's
+        src = records.open_arrayrecord(path) if converted else None
+        key = src.content_hash if converted else sources.content_hash(path)
         cached = cache.load(name, key)
         if cached is None:
-            cached = sources.read_image_folder(path)
+            cached = records.read_splits(src) if converted else sources.read_image_folder(path)
             cache.store(name, key, *cached)
         splits, class_names = cached
     train_images, train_labels = splits["train"]
@@ -68,6 +73,18 @@ def load(name: str = "cifar10", source: str | None = None, val_size: int | None 
     )
 
 
+def _read_tfds(name: str):
+    """A prepared ArrayRecord TFDS data set through ``tfds.data_source`` (no TensorFlow
+    needed), else TFDS's own reader (downloads and prepares; needs TensorFlow)."""
+    from scaling.data import records
+
+    try:
+        src = records.open_source("tfds", name)
+    except UserError:
+        return sources.read_tfds(name)
+    return records.read_splits(src)
+
+
 def check_source(name: str, source: str | None) -> None:
     """Validate a data source without loading it (for a sweep, before it claims its workdir)."""
     source = source or default_source(name)
@@ -88,7 +105,7 @@ def _check_tfds_name(name: str) -> None:
             f"data set {name!r} needs TFDS (pip install 'vision-scaling[tfds]'); "
             f"or pass --data PATH to a local <split>/<class>/<file> ZIP or folder{hint}"
         ) from None
-    if name not in tfds.list_builders():
+    if name not in tfds.list_builders(with_community_datasets=False):
         raise UserError(f"unknown data set {name!r}: not a TFDS builder")
 
 

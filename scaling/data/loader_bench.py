@@ -46,10 +46,26 @@ def measure(data, *, image_size: int = 64, batch_size: int = 256, steps: int = 4
     if steps < 1:
         raise UserError(f"--steps must be at least 1, got {steps}")
     crop = CropConfig(image_size, image_size, scale=tuple(crop_scale))
+    loader = data.train_loader(batch_size=batch_size, seed=seed, crop=crop, workers=workers, threads=threads,
+                               prefetch=prefetch, num_steps=steps + 1)
+    return {**_time(loader, steps), "source_kind": data.source.kind, "train_size": data.train_size,
+            "image_size": image_size}
+
+
+def measure_source(source, steps: int = 20) -> dict:
+    """Images/s of a streaming batch source's own loader (the run's crops, batch, seed and
+    process slice): what ``scaling.measure`` reports beside the step's images/s."""
+    if steps < 1:
+        raise UserError(f"loader steps must be at least 1, got {steps}")
+    return {**_time(source.loader(0, steps + 1), steps), "source_kind": source.data.source.kind,
+            "train_size": source.train_size, "image_size": source.image_size}
+
+
+def _time(loader, steps: int) -> dict:
+    batch_size = loader.local_batch
     rss_start = rss_bytes()
     t0 = time.monotonic()
-    with data.train_loader(batch_size=batch_size, seed=seed, crop=crop, workers=workers, threads=threads,
-                           prefetch=prefetch, num_steps=steps + 1) as loader:
+    with loader:
         next(loader)
         t1 = time.monotonic()
         rss_warm = rss_last = rss_peak = rss_bytes()
@@ -61,10 +77,9 @@ def measure(data, *, image_size: int = 64, batch_size: int = 256, steps: int = 4
     return dict(
         images_per_second=steps * batch_size / (t2 - t1),
         first_batch_seconds=t1 - t0,
-        steps=steps, batch_size=batch_size, image_size=image_size, workers=loader.workers, threads=loader.threads,
+        steps=steps, batch_size=batch_size, workers=loader.workers, threads=loader.threads,
         rss_start_mib=rss_start / 2**20, rss_warm_mib=rss_warm / 2**20, rss_end_mib=rss_last / 2**20,
-        rss_peak_mib=rss_peak / 2**20,
-        cpu_count=os.cpu_count(), source_kind=data.source.kind, train_size=data.train_size,
+        rss_peak_mib=rss_peak / 2**20, cpu_count=os.cpu_count(),
     )
 
 

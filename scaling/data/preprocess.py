@@ -33,6 +33,7 @@ class CropConfig:
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
     flip: bool = True
     crop_fraction: float = 0.875  # eval: centre crop / resized shorter side
+    augment: bool = True  # False: train images get the eval view (at the train size), no randomness
 
     def __post_init__(self):
         lo, hi = self.scale
@@ -106,9 +107,12 @@ def random_resized_box(width: int, height: int, rng: np.random.Generator, scale,
 
 
 def train_view(data: bytes, cfg: CropConfig, rng: np.random.Generator, name: str = "image") -> np.ndarray:
-    """Random-resized crop + flip at ``cfg.train_size``: uint8 (S, S, 3)."""
+    """Random-resized crop + flip at ``cfg.train_size``: uint8 (S, S, 3) (the
+    centre view at that size when ``cfg.augment`` is off)."""
     from PIL import Image
 
+    if not cfg.augment:
+        return centre_view(data, cfg.train_size, cfg.crop_fraction, name)
     im = open_image(data, name)
     box = random_resized_box(*im.size, rng, cfg.scale, cfg.ratio)
     flip = cfg.flip and rng.random() < 0.5
@@ -122,12 +126,16 @@ def train_view(data: bytes, cfg: CropConfig, rng: np.random.Generator, name: str
 
 def eval_view(data: bytes, cfg: CropConfig, name: str = "image") -> np.ndarray:
     """Resize (shorter side to ``eval_size / crop_fraction``) + centre crop: uint8 (S, S, 3)."""
+    return centre_view(data, cfg.eval_size, cfg.crop_fraction, name)
+
+
+def centre_view(data: bytes, s: int, crop_fraction: float, name: str = "image") -> np.ndarray:
+    """Resize the shorter side to ``s / crop_fraction``, keep the centre ``s x s``: uint8 (s, s, 3)."""
     from PIL import Image
 
     im = open_image(data, name)
     w, h = im.size
-    s = cfg.eval_size
-    short = max(s, round(s / cfg.crop_fraction))
+    short = max(s, round(s / crop_fraction))
     scale = short / min(w, h)  # the resized image is (w*scale, h*scale); keep its centre s x s
     cw, ch = s / scale, s / scale
     box = ((w - cw) / 2, (h - ch) / 2, (w + cw) / 2, (h + ch) / 2)

@@ -166,8 +166,9 @@ class Source:
     metadata: dict = dataclasses.field(default_factory=dict)
 
     def summary(self, stop_above_bytes: int | None = None) -> Summary:
-        """Image count and decoded size. Folders read image headers only and stop
-        early once the size exceeds ``stop_above_bytes`` or two sizes differ."""
+        """Image count and decoded size. Folders read every image header (so a file
+        that is not an image is found here), stopping early only once the size
+        exceeds ``stop_above_bytes``."""
         n = sum(len(r) for r in self.splits.values())
         if self.kind == "arrayrecord":
             s = self.metadata["summary"]
@@ -203,20 +204,19 @@ def _scan_headers(splits: dict, stop_above_bytes: int | None) -> Summary:
     from scaling.data.preprocess import open_image
 
     n = sum(len(r) for r in splits.values())
-    total, shape = 0, None
+    total, shape, uniform, seen = 0, None, True, 0
     for records in splits.values():
         for i in range(len(records)):
             data, _, name = records[i]
-            im = open_image(data, name)
+            im = open_image(data, name)  # every header is read: a file that is not an image is named now
             hwc = (im.size[1], im.size[0], 3)
-            if shape is None:
-                shape = hwc
+            shape = shape or hwc
+            uniform = uniform and hwc == shape
             total += hwc[0] * hwc[1] * 3
-            if hwc != shape:
-                return Summary(n, None, None)
+            seen += 1
             if stop_above_bytes is not None and total > stop_above_bytes:
-                return Summary(n, total * n // max(i + 1, 1), None if shape is None else shape)
-    return Summary(n, total, shape)
+                return Summary(n, total * n // seen, shape if uniform else None)
+    return Summary(n, total, shape if uniform else None)
 
 
 def open_source(source: str, name: str = "cifar10") -> Source:
@@ -246,7 +246,8 @@ def list_folder(path: Path) -> tuple[dict[str, list[tuple[str, int]]], tuple[str
     index = sources._index(names)
     if not index:
         raise UserError(
-            f"no images in {path}: expected <split>/<class>/<file> with a suffix in {', '.join(sources.IMAGE_SUFFIXES)}"
+            f"no images in {path}: expected train/<class>/<file> and test/<class>/<file> images "
+            f"({', '.join(sources.IMAGE_SUFFIXES)})"
         )
     missing = [s for s in SPLITS if s not in index]
     if missing:
@@ -298,6 +299,9 @@ def _open_tfds(name: str) -> Source:
     except ImportError:
         raise UserError("TFDS is not installed: `pip install 'vision-scaling[tfds]'`, or give a local "
                         "<split>/<class>/<file> folder, ZIP or converted ArrayRecord folder") from None
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.ERROR)  # TFDS warns about absent folders: the error says it once
     data_dir = os.environ.get("TFDS_DATA_DIR")
     try:
         builder = tfds.builder(name, data_dir=data_dir, try_gcs=False)
