@@ -477,8 +477,12 @@ class Sweep:
         spent0 = snap.calibration_hours + snap.session_hours
         train_size = float(calib["data"]["train_size"])
 
+        seen: dict[float, dict] = {}
+
         def evaluate(b: float) -> dict:
-            return design.predict(fresh, b, spent0, st, train_size=train_size)
+            if b not in seen:
+                seen[b] = design.predict(fresh, b, spent0, st, train_size=train_size)
+            return seen[b]
 
         out = {"prediction": evaluate(self.opts.budget), "law": st.laws, "law_source": st.law_source,
                "noise": st.noise, "noise_source": st.noise_source,
