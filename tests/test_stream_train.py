@@ -185,3 +185,21 @@ def test_a_tfds_name_not_prepared_offline(tmp_path):
              env={"TFDS_DATA_DIR": str(tmp_path / "tfds")}, match="not available offline")
     _refused(tmp_path, "tfds", "--dataset", "no_such_data_set", env={"TFDS_DATA_DIR": str(tmp_path / "tfds")},
              match="no_such_data_set")
+
+
+def test_training_streams_a_tfds_data_set_prepared_from_local_files(varied, tmp_path, monkeypatch):
+    """``--data tfds``: a TFDS data set (ArrayRecord, prepared here from the image files; no
+    network, no TensorFlow) streams through ``tfds.data_source`` into the trainer."""
+    pytest.importorskip("tensorflow_datasets")
+    from test_stream import _prepare_tfds
+
+    from scaling import train
+    from scaling.config import TrainConfig
+
+    name = _prepare_tfds(varied, tmp_path / "tfds")
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+    cfg = TrainConfig(model="cnn-xs", dataset=name, data_source="tfds", image_size=32, steps=6, batch_size=32,
+                      checkpoint_every=3, log_every=3)
+    r = train.run(cfg, tmp_path / "run", progress=False)
+    assert r["status"] == "done" and r["data_pipeline"] == "stream" and r["train_size"] == 270
+    assert np.isfinite(r["val_loss"]) and r["dataset"] == name
