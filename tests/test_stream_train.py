@@ -203,3 +203,15 @@ def test_training_streams_a_tfds_data_set_prepared_from_local_files(varied, tmp_
     r = train.run(cfg, tmp_path / "run", progress=False)
     assert r["status"] == "done" and r["data_pipeline"] == "stream" and r["train_size"] == 270
     assert np.isfinite(r["val_loss"]) and r["dataset"] == name
+
+
+def test_pipelines_are_the_modules_of_the_batch_sources_package():
+    """Adding a pipeline is one module in ``scaling.data.batch_sources`` (found by name)."""
+    from scaling.config import TrainConfig
+    from scaling.data import batch_sources
+    from scaling.data.selection import Choice
+    from scaling.errors import UserError
+
+    assert batch_sources.names() == ("memory", "stream")
+    with pytest.raises(UserError, match="unknown data pipeline 'disk'"):
+        batch_sources.open_source(TrainConfig(), Choice("disk", "a test"))
