@@ -18,7 +18,7 @@ when the fit has no shape parameter at a bound, else ``PRIOR`` (the toolkit's
 synthetic law, ``scaling.analysis.synthetic.FAMILIES``: alpha 0.31-0.33, beta
 0.36-0.38, near Epoch AI's Chinchilla refit 0.35 / 0.37; families without an
 entry use the NFNet one). The seed noise: the median std of log loss over the
-records' replicated cells, else ``DEFAULT_NOISE`` (1%, what the simulations
+records' replicated cells (at least ``MIN_NOISE_CELLS``), else ``DEFAULT_NOISE`` (1%, what the simulations
 behind issue 26 used). Simulation assumptions, stated in the output: costs as
 predicted by the cost model; a trial's loss is the law times
 exp(LR_CURVATURE * log2(lr / lr_opt)^2) times log-normal noise, lr_opt the
@@ -38,6 +38,7 @@ from scaling.sweep import lr as lrrule
 from scaling.sweep import placement, planner
 
 DEFAULT_NOISE = 0.01
+MIN_NOISE_CELLS = 3  # replicated cells needed before the records' seed noise replaces the default
 LR_CURVATURE = 0.01  # log-loss penalty per squared factor-2 lr step away from the optimum
 REPLICATES = 8
 N_BOOT = 100
@@ -87,7 +88,8 @@ def setting(ctx: planner.Context, results: dict[str, dict]) -> Setting:
         from scaling.analysis import cells
 
         sn = cells.seed_noise(placement.cells_of(rows))
-        if sn and math.isfinite(sn["median_log_loss_std"]) and sn["median_log_loss_std"] > 0:
+        if (sn and sn["cells_with_replicates"] >= MIN_NOISE_CELLS and math.isfinite(sn["median_log_loss_std"])
+                and sn["median_log_loss_std"] > 0):
             noise = sn["median_log_loss_std"]
             nsrc = f"measured over {sn['cells_with_replicates']} replicated cells"
     return Setting(laws, src, noise, nsrc, dict(ctx.base_lr))
