@@ -93,7 +93,13 @@ def check_source(name: str, source: str | None) -> None:
     if source == "tfds":
         _check_tfds_name(name)
     else:
-        sources.check_image_folder(Path(source).expanduser())
+        path = Path(source).expanduser()
+        from scaling.data import records
+
+        if path.is_dir() and (path / records.METADATA).exists():
+            records.open_arrayrecord(path)  # a converted data set: metadata and every shard present
+        else:
+            sources.check_image_folder(path)
 
 
 def _check_tfds_name(name: str) -> None:
