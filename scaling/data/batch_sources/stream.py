@@ -110,8 +110,34 @@ def open(cfg, choice) -> StreamSource:
     from scaling.data.stream import open_stream
     from scaling.models import registry
 
+    spec = registry.get(cfg.model)
     data = open_stream(cfg.dataset, cfg.data_source or _default(cfg.dataset), cfg.val_size)
-    return StreamSource(data, cfg, choice, cfg.image_size or registry.get(cfg.model).default_image_size)
+    source = StreamSource(data, cfg, choice, cfg.image_size or spec.default_image_size)
+    if source.eval_image_size != source.image_size:
+        check_eval_resolution(spec, cfg, source.image_size, source.eval_image_size, source.num_classes)
+    return source
+
+
+def check_eval_resolution(spec, cfg, train_size: int, eval_size: int, num_classes: int) -> None:
+    """A model built for ``train_size`` must run at ``eval_size`` (a convnet does; a ViT with
+    fixed position embeddings does not): traced with shapes only, a one-line error if not."""
+    import jax
+    import jax.numpy as jnp
+
+    from scaling.errors import UserError
+
+    module = spec.build(num_classes=num_classes, image_size=train_size, **cfg.model_kwargs)
+
+    def init_then_eval(key):
+        params = module.init({"params": key, "dropout": key}, jnp.zeros((1, train_size, train_size, 3)), train=False)
+        return module.apply(params, jnp.zeros((1, eval_size, eval_size, 3)), train=False)
+
+    try:
+        jax.eval_shape(init_then_eval, jax.random.key(0))
+    except Exception as e:  # noqa: BLE001 - any failure to trace means it cannot evaluate there
+        msg = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise UserError(f"{spec.name} trained at {train_size} px cannot evaluate at --eval-image-size {eval_size} "
+                        f"({msg}); use the train size") from None
 
 
 def _default(name: str) -> str:
