@@ -27,7 +27,7 @@ def _parser() -> OneLineParser:
         epilog=(
             "Runs with status != done are excluded and counted; per cell (model, size, epochs, data, ...) "
             "seeds are averaged and the LR with the lowest validation loss is kept (the LR is tuned per "
-            "epoch budget). Intervals are 95%% percentile bootstrap intervals over runs."
+            "epoch budget). Intervals are 95%% percentile bootstrap intervals over runs or models (--resample)."
         ),
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="study workdir (tree of result.json) or CSV file")
@@ -44,6 +44,9 @@ def _parser() -> OneLineParser:
     p.add_argument("--out", default=None, metavar="DIR", help="write plots (and fit.json) here")
     p.add_argument("--format", default="png", metavar="FMTS", help="plot formats, comma separated (png,svg,pdf)")
     p.add_argument("--bootstrap", type=int, default=200, metavar="N", help="bootstrap resamples (0: none)")
+    p.add_argument("--resample", default="auto", metavar="UNIT",
+                   help="bootstrap unit: models (all runs of a model together, by the model column, else params), "
+                        "runs, or auto (default: models when the parametric law's residuals cluster by model)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of the summary")
     return p
@@ -98,6 +101,8 @@ def _summary(doc: dict, x: str) -> str:
         )
     for name, g in doc["groups"].items():
         lines.append(f"\n== {name}: {g['n_points']} runs, {g.get('n_frontier', '?')} on the frontier ==")
+        if g.get("bootstrap_resamples"):
+            lines.append(f"bootstrap resamples {g['bootstrap_resamples']}")
         law = g.get("law")
         if law:
             lines.append(f"law {law['form']}" + (f" ({law['fitted_to']}, {law['n_fitted']} points)" if "fitted_to" in law else ""))
@@ -128,7 +133,7 @@ def _summary(doc: dict, x: str) -> str:
             )
         iso = (g.get("optimal_params", {}).get("by_method") or {}).get("isoflop")
         if iso:
-            lines.append(f"IsoFLOP profiles: {iso['levels']} levels; bootstrap {iso['bootstrap']['seconds']} s")
+            lines.append(f"IsoFLOP profiles: {iso['levels']} levels; window {iso.get('window', 'all sizes')}; bootstrap {iso['bootstrap']['seconds']} s")
         for key, label in (("optimal_params", "N*"), ("optimal_epochs", "epochs*")):
             for m, o in (g.get(key, {}).get("by_method") or {}).items():
                 lines.append(_estimate(label, o, m))
@@ -169,6 +174,8 @@ def _check_args(args) -> list[str]:
     bad = [f for f in formats if f not in ("png", "svg", "pdf")]
     if bad or not formats:
         raise UserError(f"unknown plot format {(bad or [args.format])[0]!r}; choose from png, svg, pdf")
+    if args.resample not in ("auto", "models", "runs"):
+        raise UserError(f"unknown --resample {args.resample!r}; choose auto, models or runs")
     if args.bootstrap < 0:
         raise UserError("--bootstrap must be >= 0")
     if args.predict is not None and not (math.isfinite(args.predict) and args.predict > 0):
@@ -190,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     table = records.best_per_cell(table)
     group_by = None if args.group_by.lower() == "none" else args.group_by
     doc, results = study.analyse(
-        table, group_by=group_by, law=args.law, n_boot=args.bootstrap, predict=args.predict, seed=args.seed
+        table, group_by=group_by, law=args.law, n_boot=args.bootstrap, predict=args.predict, seed=args.seed,
+        resample=args.resample,
     )
     doc = _clean({"x": x, **doc})
     text = None if args.json else _summary(doc, x)  # rendered before anything is written

@@ -1,6 +1,7 @@
 """Fit the committed reference study and write its README block and figures.
 
     python experiments/cifar10_reference/report.py            # refit, redraw, rewrite the block
+    python experiments/cifar10_reference/report.py --print    # refit; print the block, write nothing
     python experiments/cifar10_reference/report.py --check    # refit; exit 1 if README disagrees
 
 Runs the ``python -m scaling.fit`` commands that the block itself prints
@@ -164,7 +165,12 @@ def current_block() -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--check", action="store_true", help="refit and compare with the README instead of writing")
+    p.add_argument("--print", dest="print_only", action="store_true",
+                   help="refit and print the block (with the commands that made it); write nothing")
     args = p.parse_args()
+    if args.print_only:
+        print(block(fit(COMMANDS["hours"]), fit(COMMANDS["flops"]), records()))
+        return 0
     if args.check:
         committed = current_block()
         printed = printed_commands(committed)

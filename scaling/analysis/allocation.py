@@ -4,16 +4,29 @@ Two estimators, as in Chinchilla:
 
 IsoFLOP profiles (Approach 2). At each compute level, every model size that
 has runs around that compute contributes its loss there (its own run when one
-lies within 0.01 decades, else linear interpolation of loss against log C
-between its runs on either side; never extrapolation). A parabola of loss in
-log N is fitted per level; its vertex is N*. Levels with fewer than 3 sizes,
-a non-convex parabola or a vertex outside the sampled sizes are discarded
-(fitting-methods.md section 9.7). Levels: the distinct budgets when runs were
-laid out on an IsoFLOP grid, else ``n_levels`` log-spaced levels across the
-observed range. The optimal epochs at a level are read off the same profile:
-log epochs is regressed on log N across the level's points and evaluated at
-N* (with C = k N D and k constant, log E is linear in log N along a level).
-Finally log N* and log E* are regressed on log C.
+lies within 0.01 decades, else interpolation of log loss against log C
+between its runs on either side, which is exact for a power law in C; never
+extrapolation). A parabola of loss in log N is fitted per level over a local
+window: the ``WINDOW`` (7) sizes nearest in log N to the size with the
+level's lowest loss, as Porian et al. fit locally around the minimum (a wide
+window lets the profile's asymmetry, alpha != beta, move the vertex; Czech et
+al. 2026). Its vertex is N*. Levels with fewer than 3 sizes, the lowest loss
+at the smallest or largest size present, a non-convex parabola or a vertex
+outside the window are discarded (fitting-methods.md section 9.7). Levels:
+the distinct budgets when runs were laid out on an IsoFLOP grid, else
+``n_levels`` log-spaced levels across the observed range. The optimal epochs
+at a level are read off the same window: log epochs is regressed on log N
+and evaluated at N*. Finally log N* and log E* are regressed on log C by
+weighted least squares, each level weighted by 1/var of its vertex over the
+bootstrap (``isoflop_bootstrap``; Porian et al.).
+
+The bootstrap keeps the design and resamples the noise: a wild bootstrap of
+each window's parabola residuals (leverage-corrected), one random sign per
+model size shared by all levels, so that a model's offset from the law moves
+every level it appears in together (the same correlation the bootstrap over
+models respects for the parametric law). Resampling runs instead deletes a
+third of each level's points per draw, which moves vertices far more than
+the noise does (issue 22: intervals 3.6-17x wider than published ones).
 
 Parametric (Approach 3). For L = E + A/N^alpha + B/D^beta under C = k N D,
 N* = G (C/k)^(beta/(alpha+beta)), D* = (C/k)^(alpha/(alpha+beta)) / G with
@@ -29,8 +42,11 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+from scipy.stats import norm
+from scipy.stats import t as student_t
 
 _TOL = 0.01 * np.log(10)  # 0.01 decades, in natural log
+WINDOW = 7  # sizes per level's parabola, nearest the level's lowest loss
 
 
 @dataclasses.dataclass
@@ -40,8 +56,11 @@ class Profiles:
     log_c: np.ndarray
     log_n: np.ndarray
     log_e: np.ndarray  # nan where epochs unknown
-    points: list  # per level: (log_n array, loss array) for plots
+    points: list  # per level: (log_n array, loss array) of its window, for plots and the bootstrap
     discarded: dict = dataclasses.field(default_factory=dict)  # reason -> number of levels
+    weight: np.ndarray | None = None  # per level: 1 / bootstrap variance of log N* (set by isoflop_bootstrap)
+    log_e_points: list = dataclasses.field(default_factory=list)  # per level: log epochs of the window
+    window: str = f"the {WINDOW} sizes nearest in log N to the size with the level's lowest loss"
 
 
 def isoflop_levels(log_c: np.ndarray, log_n: np.ndarray, n_levels: int = 8) -> np.ndarray:
@@ -70,7 +89,7 @@ def _at_level(curve, t):
         near = d <= _TOL
         return l[near].mean(), e[near].mean()
     if c[0] < t < c[-1]:
-        return np.interp(t, c, l), np.interp(t, c, e)
+        return float(np.exp(np.interp(t, c, np.log(l)))), np.interp(t, c, e)
     return None
 
 
@@ -88,7 +107,7 @@ def isoflop_profiles(
     curves = _model_curves(log_c, log_n, loss, log_e, present)
     lo = np.array([cv[1][0] for cv in curves]) - _TOL
     hi = np.array([cv[1][-1] for cv in curves]) + _TOL
-    out_c, out_n, out_e, pts = [], [], [], []
+    out_c, out_n, out_e, pts, epts = [], [], [], [], []
     dropped = {"fewer than 3 sizes": 0, "no minimum (not convex)": 0, "minimum at the edge of the sizes": 0}
     for t in levels:
         near = np.flatnonzero((lo <= t) & (t <= hi))  # only these models can contribute
@@ -97,26 +116,41 @@ def isoflop_profiles(
             dropped["fewer than 3 sizes"] += 1
             continue
         z, lz, ez = (np.array(col) for col in zip(*rows))
-        zc = z - z.mean()
-        c2, c1, _ = np.polyfit(zc, lz, 2)
-        if c2 <= 0:
-            dropped["no minimum (not convex)"] += 1
-            continue
-        vertex = -c1 / (2 * c2)
-        if not (zc.min() < vertex < zc.max()):
+        o = np.argsort(z)
+        z, lz, ez = z[o], lz[o], ez[o]
+        best = int(np.argmin(lz))
+        if best in (0, len(z) - 1):
             dropped["minimum at the edge of the sizes"] += 1
-            continue  # minimum on the edge of the sampled sizes
-        zstar = vertex + z.mean()
-        if np.all(np.isfinite(ez)):
-            slope, icpt = np.polyfit(z, ez, 1)
-            estar = icpt + slope * zstar
-        else:
-            estar = np.nan
+            continue
+        keep = np.sort(np.argsort(np.abs(z - z[best]), kind="stable")[:WINDOW])
+        z, lz, ez = z[keep], lz[keep], ez[keep]
+        v = _vertex(z, lz)
+        if v is None or not np.isfinite(v):
+            dropped["no minimum (not convex)" if v is None else "minimum at the edge of the sizes"] += 1
+            continue
         out_c.append(t)
-        out_n.append(zstar)
-        out_e.append(estar)
+        out_n.append(v)
+        out_e.append(_epochs_at(z, ez, v))
         pts.append((z, lz))
-    return Profiles(np.array(out_c), np.array(out_n), np.array(out_e), pts, dropped)
+        epts.append(ez)
+    return Profiles(np.array(out_c), np.array(out_n), np.array(out_e), pts, dropped, log_e_points=epts)
+
+
+def _vertex(z: np.ndarray, lz: np.ndarray) -> float | None:
+    """Vertex of the parabola of loss in log N; None if not convex, nan if outside the window."""
+    zc = z - z.mean()
+    c2, c1, _ = np.polyfit(zc, lz, 2)
+    if c2 <= 0:
+        return None
+    vertex = -c1 / (2 * c2)
+    return vertex + z.mean() if zc.min() < vertex < zc.max() else float("nan")
+
+
+def _epochs_at(z: np.ndarray, ez: np.ndarray, zstar: float) -> float:
+    if not np.all(np.isfinite(ez)):
+        return float("nan")
+    slope, icpt = np.polyfit(z, ez, 1)
+    return float(icpt + slope * zstar)
 
 
 @dataclasses.dataclass
@@ -130,23 +164,98 @@ class PowerFit:
         return np.exp(self.intercept + self.exponent * np.log(c))
 
 
-def loglog_line(log_c: np.ndarray, log_y: np.ndarray) -> PowerFit | None:
+def loglog_line(log_c: np.ndarray, log_y: np.ndarray, weights: np.ndarray | None = None) -> PowerFit | None:
+    """Least-squares line of log y on log C (weighted: ``weights`` are 1/variance)."""
+    log_c, log_y = np.asarray(log_c, float), np.asarray(log_y, float)
     ok = np.isfinite(log_y)
+    if weights is not None:
+        ok &= np.isfinite(weights) & (np.asarray(weights) > 0)
     if ok.sum() < 2 or np.ptp(log_c[ok]) == 0:
         return None
-    slope, icpt = np.polyfit(log_c[ok], log_y[ok], 1)
+    w = None if weights is None else np.sqrt(np.asarray(weights, float)[ok])
+    slope, icpt = np.polyfit(log_c[ok], log_y[ok], 1, w=w)
     return PowerFit(float(slope), float(icpt))
 
 
-def isoflop_bootstrap(log_c, log_n, loss, log_e, levels, counts) -> tuple[np.ndarray, np.ndarray]:
-    """Bootstrap (B, 2) [intercept, exponent] of N* and of E* from run-resample counts."""
-    res_n = np.full((len(counts), 2), np.nan)
-    res_e = np.full((len(counts), 2), np.nan)
-    for b, w in enumerate(counts):
-        p = isoflop_profiles(log_c, log_n, loss, log_e, levels, present=w > 0)
-        for res, y in ((res_n, p.log_n), (res_e, p.log_e)):
-            if len(p.log_c) >= 3 and (line := loglog_line(p.log_c, y)) is not None:
+def profile_line(prof: Profiles, log_y: np.ndarray) -> PowerFit | None:
+    """The reported line through a profile's vertices (weighted when the bootstrap set weights)."""
+    return loglog_line(prof.log_c, log_y, prof.weight)
+
+
+def _wild_signs(z_all: np.ndarray, n_boot: int, seed) -> tuple[np.ndarray, np.ndarray]:
+    """Rademacher signs (n_boot, n_sizes), one per model size shared across levels, and the sizes."""
+    sizes = np.unique(np.round(z_all, 9))
+    rng = np.random.default_rng(seed)
+    return rng.choice([-1.0, 1.0], size=(n_boot, len(sizes))), sizes
+
+
+def isoflop_bootstrap(prof: Profiles, n_boot: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Bootstrap (B, 2) [intercept, exponent] of the N* and E* lines; sets ``prof.weight``.
+
+    Wild bootstrap of each level's window residuals (see the module docstring):
+    loss* = fit + sign(model) * residual / sqrt(1 - leverage). A window of
+    exactly 3 sizes has no residual degrees of freedom; its points take the
+    pooled residual scale of the other levels. The lines of the draws use the
+    same weights as the point estimate (1 / bootstrap variance of each level's
+    log N*).
+    """
+    res_n = np.full((n_boot, 2), np.nan)
+    res_e = np.full((n_boot, 2), np.nan)
+    L = len(prof.log_c)
+    if L == 0 or n_boot == 0:
+        return res_n, res_e
+    fits, scales = [], []
+    ss, dof = 0.0, 0
+    for z, lz in prof.points:
+        zc = z - z.mean()
+        X = np.stack([zc**2, zc, np.ones_like(zc)], 1)
+        coef, *_ = np.linalg.lstsq(X, lz, rcond=None)
+        fit = X @ coef
+        h = np.einsum("ij,jk,ik->i", X, np.linalg.pinv(X.T @ X), X)
+        r = (lz - fit) / np.sqrt(np.clip(1 - h, 1e-6, None))
+        fits.append(fit)
+        scales.append(r)
+        ss += float(((lz - fit) ** 2).sum())
+        dof += len(z) - 3
+    pooled = np.sqrt(ss / dof) if dof > 0 else 0.0
+    scales = [r if len(r) > 3 else np.full(len(r), pooled) for r in scales]
+    z_all = np.concatenate([z for z, _ in prof.points])
+    signs, sizes = _wild_signs(z_all, n_boot, seed)
+    vert_n = np.full((n_boot, L), np.nan)
+    vert_e = np.full((n_boot, L), np.nan)
+    for j, ((z, _), fit, r, ez) in enumerate(zip(prof.points, fits, scales, prof.log_e_points)):
+        col = np.searchsorted(sizes, np.round(z, 9))
+        lz_b = fit[None, :] + signs[:, col] * r[None, :]
+        zc = z - z.mean()
+        # batched parabola fits: the same design matrix for every draw
+        coef = np.linalg.lstsq(np.stack([zc**2, zc, np.ones_like(zc)], 1), lz_b.T, rcond=None)[0]
+        c2, c1 = coef[0], coef[1]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            v = -c1 / (2 * c2)
+        ok = (c2 > 0) & (v > zc.min()) & (v < zc.max())
+        vert_n[ok, j] = v[ok] + z.mean()
+        if np.all(np.isfinite(ez)):
+            slope, icpt = np.polyfit(z, ez, 1)
+            vert_e[:, j] = icpt + slope * vert_n[:, j]
+    var = np.nanvar(vert_n, axis=0)
+    floor = 1e-12 + 1e-6 * np.nanmedian(var) if np.isfinite(var).any() else 1.0
+    prof.weight = 1.0 / np.maximum(np.where(np.isfinite(var), var, np.inf), floor)
+    for b in range(n_boot):
+        for res, y in ((res_n, vert_n[b]), (res_e, vert_e[b])):
+            if np.isfinite(y).sum() >= 3 and (line := loglog_line(prof.log_c, y, prof.weight)) is not None:
                 res[b] = line.intercept, line.exponent
+    prof.birge = 1.0
+    for res, y in ((res_n, prof.log_n), (res_e, prof.log_e)):
+        line = loglog_line(prof.log_c, y, prof.weight)
+        ok = np.isfinite(y) & (prof.weight > 0)
+        if line is None or ok.sum() < 3:
+            continue
+        chi2 = float(np.sum(prof.weight[ok] * (y[ok] - line.intercept - line.exponent * prof.log_c[ok]) ** 2))
+        dof = int(ok.sum()) - 2
+        k = np.sqrt(max(1.0, chi2 / dof)) * float(student_t.ppf(0.975, dof) / norm.ppf(0.975))
+        if res is res_n:
+            prof.birge = k
+        res[:] = np.array([line.intercept, line.exponent]) + k * (res - np.array([line.intercept, line.exponent]))
     return res_n, res_e
 
 

@@ -169,9 +169,9 @@ def fit(
 
 @single_threaded_blas()
 def refit_batch(
-    fit0: Fit, weights: np.ndarray, max_iter: int = 300, tol: float = 1e-14
+    fit0: Fit, weights: np.ndarray, max_iter: int = 300, tol: float = 1e-14, log_y: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Refit ``fit0``'s law under B weight vectors at once (the bootstrap).
+    """Refit ``fit0``'s law under B weight vectors (and optionally B sets of log losses) at once (the bootstrap).
 
     Minimises the same summed Huber objective for every weight vector, warm
     started at the full-data optimum, with a vectorised damped Gauss-Newton
@@ -186,6 +186,9 @@ def refit_batch(
     law, feats = fit0.law, fit0.feats
     B, k = weights.shape[0], len(fit0.theta)
     bounds = law.bounds(feats)
+    ly = np.broadcast_to(feats.log_y if log_y is None else log_y, weights.shape)
+    feats = dataclasses.replace(feats, log_y=ly)
+    sub = lambda idx: dataclasses.replace(feats, log_y=ly[idx])  # noqa: E731
     lo, hi = _bound_arrays(bounds)
     theta = np.tile(fit0.theta, (B, 1))
     lam = np.full(B, 1e-3)
@@ -198,7 +201,7 @@ def refit_batch(
             break
         th = theta[idx]
         pred, jac = law.predict(th, feats.u)
-        r = feats.log_y - pred
+        r = ly[idx] - pred
         w = weights[idx] * np.minimum(1.0, HUBER_DELTA / np.maximum(np.abs(r), 1e-300))
         jw = jac * w[..., None]
         H = np.einsum("bnk,bnl->bkl", jw, jac)
@@ -207,7 +210,7 @@ def refit_batch(
         Hd = H + (lam[idx, None] * (diag + 1e-12))[..., None] * eye
         step = np.linalg.solve(Hd, g[..., None])[..., 0]
         new = np.clip(th + step, lo, hi)
-        fn, _ = objective(law, new, feats, weights[idx])
+        fn, _ = objective(law, new, sub(idx), weights[idx])
         better = fn < f[idx]
         gain = np.where(better, (f[idx] - fn) / np.maximum(f[idx], 1e-300), 0.0)
         theta[idx[better]] = new[better]

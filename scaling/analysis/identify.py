@@ -99,7 +99,7 @@ def isoflop(prof, n_levels_tried: int, columns: dict, has_epochs: bool) -> dict[
     if used >= 2:
         cs = np.array([columns["compute"].min(), columns["compute"].max()], float)
         for key, ys, col in (("optimal_params", prof.log_n, "params"), ("optimal_epochs", prof.log_e, "epochs")):
-            line = allocation.loglog_line(prof.log_c, ys)
+            line = allocation.profile_line(prof, ys)
             if line is None or col not in columns:
                 continue
             s = range_sentence(key, "isoflop", dict(zip(cs, line(cs))), columns[col].min(), columns[col].max())

@@ -98,7 +98,7 @@ def optimal_vs_compute(results, x: str, what: str = "params", ax=None):
         if prof is not None and len(prof.log_c):
             ys = prof.log_n if what == "params" else prof.log_e
             ax.plot(np.exp(prof.log_c), np.exp(ys), "s", color=col, label=f"{r.name} IsoFLOP vertices")
-            line = allocation.loglog_line(prof.log_c, ys)
+            line = allocation.profile_line(prof, ys)
             if line is not None and r.isoflop_boot is not None:
                 ax.plot(g, line(g), "--", color=col, label=f"{r.name} IsoFLOP fit: exponent {line.exponent:.2f}{_tag(r, what, 'isoflop')}")
                 b = r.isoflop_boot[0 if what == "params" else 1]

@@ -19,13 +19,14 @@ import numpy as np
 from scaling.analysis import allocation, bootstrap, cells, identify
 from scaling.analysis.compare import compute_multiplier
 from scaling.analysis.frontier import frontier_mask
-from scaling.analysis.lawfit import LawFit, extrapolation_error, fit_law
+from scaling.analysis.lawfit import LawFit, extrapolation_error, fit_law, resampling_unit
 from scaling.analysis.records import Table
 from scaling.errors import UserError
 
 FRONTIER_LAWS = ("power", "saturating")
 ALL_LAWS = ("power", "saturating", "parametric", "isoflop", "data-constrained")
 EXTRAPOLATION_WARN = 10.0
+MIN_CLUSTERS = 5  # a percentile bootstrap over fewer models is unreliable (few distinct resamples)
 
 
 @dataclasses.dataclass
@@ -52,6 +53,25 @@ def _exponent_report(exponent, boot, method, extra=None) -> dict:
     return {**out, **(extra or {})}
 
 
+def clusters_of(table: Table, resample: str) -> tuple[np.ndarray | None, str]:
+    """Cluster id per run for the bootstrap, and what was resampled (for the report).
+
+    ``"models"``: runs of one model (the ``model`` column, else its ``params``) are
+    resampled together (scaling.analysis.bootstrap); ``"runs"``: each run alone;
+    ``"auto"`` (default): models when the parametric law's residuals cluster by
+    model, else runs (scaling.analysis.lawfit.resampling_unit).
+    """
+    if resample in ("models", "auto"):
+        for col in ("model", "params"):
+            if table.has(col):
+                ids = np.array([str(v) for v in table.columns[col]], dtype=object)
+                if len(set(ids)) < len(ids):
+                    if resample == "auto" and _num(table, "params") and _num(table, "examples"):
+                        return resampling_unit(table.columns, ids)
+                    return ids, f"models ({len(set(ids))} clusters, by {col!r})"
+    return None, "runs"
+
+
 def _isoflop(cols, has_epochs, n_boot, seed):
     lc, ln, loss = np.log(cols["compute"]), np.log(cols["params"]), cols["loss"]
     le = np.log(cols["epochs"]) if has_epochs else None
@@ -59,8 +79,7 @@ def _isoflop(cols, has_epochs, n_boot, seed):
     prof = allocation.isoflop_profiles(lc, ln, loss, le, levels)
     if len(prof.log_c) < 3:
         return prof, None, levels
-    counts = bootstrap.resample_counts(len(loss), n_boot, seed + 1) if n_boot else np.zeros((0, len(loss)))
-    boot = allocation.isoflop_bootstrap(lc, ln, loss, le, levels, counts)
+    boot = allocation.isoflop_bootstrap(prof, n_boot, seed + 1)
     return prof, boot, levels
 
 
@@ -72,13 +91,20 @@ def analyse_group(
     n_boot: int = 200,
     predict: float | None = None,
     seed: int = 0,
+    resample: str = "auto",
 ) -> GroupResult:
     cols = {k: v for k, v in table.columns.items()}
     n = len(table)
     if n < 3:
         raise UserError(f"group {name!r}: {n} usable run(s); at least 3 are needed to fit a law")
     warnings: list[str] = []
-    report: dict = {"n_points": n}
+    clusters, resampled = clusters_of(table, resample)
+    report: dict = {"n_points": n, "bootstrap_resamples": resampled}
+    if clusters is not None and n_boot and len(set(clusters)) < MIN_CLUSTERS:
+        warnings.append(
+            f"the bootstrap resamples {len(set(clusters))} models: with fewer than {MIN_CLUSTERS} its "
+            "intervals are rough (too narrow or too wide), read them as orders of magnitude"
+        )
     res = GroupResult(name, cols, report)
     t0 = time.perf_counter()
 
@@ -94,7 +120,7 @@ def analyse_group(
             cands[form] = err
         usable = {k: v for k, v in cands.items() if v is not None}
         chosen = law or (min(usable, key=usable.get) if usable else "power")
-        lf = fit_law(chosen, cols, frontier=True, n_boot=n_boot, seed=seed)
+        lf = fit_law(chosen, cols, frontier=True, n_boot=n_boot, seed=seed, clusters=clusters)
         res.frontier_law = lf
         report["law"] = {**lf.report(), "extrapolation_error": cands[chosen]}
         if law is None:
@@ -110,7 +136,7 @@ def analyse_group(
     if law == "parametric" and not has_nd:
         raise UserError("the parametric law needs 'params' and 'examples' (examples_seen / tokens) columns")
     if has_nd and n >= 6:
-        pf = fit_law("parametric", cols, frontier=False, n_boot=n_boot, seed=seed)
+        pf = fit_law("parametric", cols, frontier=False, n_boot=n_boot, seed=seed, clusters=clusters)
         res.parametric = pf
         k, k_spread = allocation.cost_constant(cols["compute"], cols["params"], cols["examples"])
         res.cost_k = k
@@ -145,7 +171,7 @@ def analyse_group(
             raise UserError(f"group {name!r}: the parametric law needs at least 6 runs, have {n}")
 
     if law == "data-constrained":
-        report["law"] = _data_constrained(name, table, cols, n_boot, seed, warnings)
+        report["law"] = _data_constrained(name, table, cols, n_boot, seed, warnings, clusters)
 
     # --- IsoFLOP profiles --------------------------------------------------
     if _num(table, "params"):
@@ -155,14 +181,17 @@ def analyse_group(
         res.profiles = prof
         if boot is not None:
             res.isoflop_boot = boot
-            line_n = allocation.loglog_line(prof.log_c, prof.log_n)
+            line_n = allocation.profile_line(prof, prof.log_n)
             extra = {
                 "levels": int(len(prof.log_c)),
+                "window": prof.window,
+                "weights": "1 / bootstrap variance of each level's log N*",
+                "interval": "wild bootstrap of the window residuals, one sign per model size",
                 "coefficient": float(np.exp(line_n.intercept)),
                 "bootstrap": {"resamples": n_boot, "seconds": t_iso},
             }
             by["isoflop"] = _exponent_report(line_n.exponent, boot[0][:, 1], "isoflop", extra)
-            line_e = allocation.loglog_line(prof.log_c, prof.log_e) if has_epochs else None
+            line_e = allocation.profile_line(prof, prof.log_e) if has_epochs else None
             if line_e is not None:
                 extra_e = {"levels": int(len(prof.log_c)), "coefficient": float(np.exp(line_e.intercept))}
                 by_e["isoflop"] = _exponent_report(line_e.exponent, boot[1][:, 1], "isoflop", extra_e)
@@ -199,7 +228,7 @@ def analyse_group(
     return res
 
 
-def _data_constrained(name: str, table: Table, cols: dict, n_boot: int, seed: int, warnings: list) -> dict:
+def _data_constrained(name: str, table: Table, cols: dict, n_boot: int, seed: int, warnings: list, clusters) -> dict:
     """Muennighoff et al.'s law on all runs; U = unique_examples, else the records' train_size."""
     for col in ("params", "examples"):
         if not _num(table, col):
@@ -216,7 +245,7 @@ def _data_constrained(name: str, table: Table, cols: dict, n_boot: int, seed: in
         )
     if len(table) < 8:
         raise UserError(f"group {name!r}: the data-constrained law needs at least 8 runs, have {len(table)}")
-    lf = fit_law("data-constrained", cols, frontier=False, n_boot=n_boot, seed=seed)
+    lf = fit_law("data-constrained", cols, frontier=False, n_boot=n_boot, seed=seed, clusters=clusters)
     if not lf.fit.converged:
         warnings.append(f"data-constrained fit did not converge ({lf.fit.message})")
     warnings += _bound_warnings("data-constrained", lf)
@@ -254,7 +283,8 @@ def _isoflop_law(prof, boot, line_n, line_e) -> dict:
     """The IsoFLOP result as a law: N* = coefficient * C^exponent; extrapolation on the top level."""
     err = None
     if len(prof.log_c) >= 4:
-        held = allocation.loglog_line(prof.log_c[:-1], prof.log_n[:-1])
+        w = None if prof.weight is None else prof.weight[:-1]
+        held = allocation.loglog_line(prof.log_c[:-1], prof.log_n[:-1], w)
         err = float(abs(prof.log_n[-1] - (held.intercept + held.exponent * prof.log_c[-1])))
     params = {"coefficient": float(np.exp(line_n.intercept)), "exponent": line_n.exponent}
     ci = {
@@ -292,7 +322,7 @@ def _predict(res: GroupResult, budget: float, primary: str, warnings: list) -> d
     if primary == "isoflop" and res.isoflop_boot is not None:
         prof = res.profiles
         for key, ys, boot in (("params", prof.log_n, res.isoflop_boot[0]), ("epochs", prof.log_e, res.isoflop_boot[1])):
-            line = allocation.loglog_line(prof.log_c, ys)
+            line = allocation.profile_line(prof, ys)
             if line is None:
                 continue
             vals = np.exp(boot[:, 0] + boot[:, 1] * np.log(budget))
@@ -335,6 +365,7 @@ def analyse(
     n_boot: int = 200,
     predict: float | None = None,
     seed: int = 0,
+    resample: str = "auto",
 ) -> tuple[dict, list[GroupResult]]:
     if law is not None and law not in ALL_LAWS:
         raise UserError(f"unknown law {law!r}; choose one of {', '.join(ALL_LAWS)}")
@@ -348,7 +379,8 @@ def analyse(
         keys = np.full(len(table), "all", dtype=object)
     results = [
         # distinct seeds: the groups' resamples must be independent for the comparison
-        analyse_group(k, table.subset(keys == k), law=law, n_boot=n_boot, predict=predict, seed=seed + 1000 * i)
+        analyse_group(k, table.subset(keys == k), law=law, n_boot=n_boot, predict=predict, seed=seed + 1000 * i,
+                      resample=resample)
         for i, k in enumerate(sorted(set(keys)))
     ]
     doc: dict = {

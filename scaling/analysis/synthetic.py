@@ -25,6 +25,32 @@ def loss_of(fam: dict, params, examples):
     return fam["E"] + fam["A"] / np.asarray(params) ** fam["alpha"] + fam["B"] / np.asarray(examples) ** fam["beta"]
 
 
+def draw_cells(
+    fam: dict,
+    rng: np.random.Generator,
+    *,
+    sizes: int = 6,
+    epochs=(1, 2, 4, 8, 16, 32, 64),
+    noise: float = 0.01,
+    model_offset: float = 0.0,
+) -> dict[str, np.ndarray]:
+    """One family's tuned cells in memory: columns params, epochs, examples, compute (FLOPs), loss, model.
+
+    ``noise``: std of independent log-normal noise per run; ``model_offset``: std of a
+    log-normal offset shared by every run of one model (a model that is simply a bit
+    better or worse than the law, as real architectures are), the case a bootstrap over
+    runs treats as independent noise (issue 30).
+    """
+    params = np.logspace(5, 7.5, sizes).round()
+    offset = np.exp(rng.normal(0, model_offset, sizes)) if model_offset else np.ones(sizes)
+    n, ep = (a.ravel() for a in np.meshgrid(params, np.asarray(epochs, float), indexing="ij"))
+    model = np.repeat(np.arange(sizes), len(epochs))
+    examples = ep * TRAIN_SIZE
+    loss = loss_of(fam, n, examples) * offset[model] * np.exp(rng.normal(0, noise, len(n)))
+    return {"params": n, "epochs": ep, "examples": examples, "compute": fam["k"] * n * examples,
+            "loss": loss, "model": model.astype(float)}
+
+
 def write_study(
     root: str | Path,
     *,
@@ -32,19 +58,21 @@ def write_study(
     sizes: int = 6,
     epochs=(1, 2, 4, 8, 16, 32, 64),
     noise: float = 0.01,
+    model_offset: float = 0.0,
     lrs=(1e-3, 3e-3),
 ) -> Path:
     """Write a study tree of result.json files (plus one diverged and one failed run per family)."""
     rng = np.random.default_rng(seed)
     root = Path(root)
     for fam_name, fam in FAMILIES.items():
+        offset = np.exp(rng.normal(0, model_offset, sizes)) if model_offset else np.ones(sizes)
         for i, params in enumerate(np.logspace(5, 7.5, sizes).round()):
             for ep in epochs:
                 for j, lr in enumerate(lrs):
                     examples = ep * TRAIN_SIZE
                     flops = fam["k"] * params * examples
                     # the second LR is detuned: worse loss, so the analysis must pick the first
-                    loss = float(loss_of(fam, params, examples) * np.exp(rng.normal(0, noise)) * (1.05 if j else 1.0))
+                    loss = float(loss_of(fam, params, examples) * offset[i] * np.exp(rng.normal(0, noise)) * (1.05 if j else 1.0))
                     hours = flops * fam["hours_per_flop"] * float(np.exp(rng.normal(0, 0.02)))
                     _write(root / fam_name / f"m{i}-e{ep}-lr{j}", fam_name, f"{fam_name}-s{i}", params, ep, examples, lr, loss, flops, hours, "done")
         for status in ("diverged", "failed"):
