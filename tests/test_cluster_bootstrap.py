@@ -90,11 +90,13 @@ def test_fit_reports_the_bootstrap_unit(tmp_path, capsys):
     study = synthetic.write_study(tmp_path, sizes=4, epochs=(1, 2, 4, 8), model_offset=0.02)
     assert fit_cli.main([str(study), "--json", "--bootstrap", "20"]) == 0
     g = json.loads(capsys.readouterr().out)["groups"]["vit"]
-    assert g["bootstrap_resamples"].startswith("models (4 clusters; residuals cluster by model")
-    assert any("resamples 4 models" in w for w in g["warnings"])  # fewer than 5: rough intervals
+    # the offset is detected, but 4 models are too few to resample: runs, with a warning
+    assert g["bootstrap_resamples"].startswith("runs, although residuals cluster by model")
+    assert any("4 models are too few to resample" in w for w in g["warnings"])
     assert fit_cli.main([str(study), "--json", "--bootstrap", "20", "--resample", "models"]) == 0
     g = json.loads(capsys.readouterr().out)["groups"]["vit"]
     assert g["bootstrap_resamples"] == "models (4 clusters, by 'model')"
+    assert any("resamples 4 models" in w for w in g["warnings"])  # forced: rough intervals
     assert fit_cli.main([str(study), "--json", "--bootstrap", "20", "--resample", "runs"]) == 0
     g = json.loads(capsys.readouterr().out)["groups"]["vit"]
     assert g["bootstrap_resamples"] == "runs"

@@ -133,6 +133,7 @@ def fit_law(
 
 
 OFFSET_P = 0.05  # model_offset_test level at which the bootstrap switches to resampling models
+MIN_CLUSTERS = 5  # fewer models are too few to resample (intervals not containing the estimate)
 
 
 def resampling_unit(columns: dict[str, np.ndarray], clusters: np.ndarray | None) -> tuple[np.ndarray | None, str]:
@@ -143,7 +144,11 @@ def resampling_unit(columns: dict[str, np.ndarray], clusters: np.ndarray | None)
     under-covered beta with independent noise); the one-way ANOVA of the
     residuals by model (``bootstrap.model_offset_test``) decides. Without
     params and examples the law cannot be fitted to all runs and models are
-    resampled. Returns the clusters to use (None: runs) and a sentence.
+    resampled. With fewer than ``MIN_CLUSTERS`` models a resample holds two or
+    three distinct models, too few for the law (on the reference study's 4
+    models the interval of beta missed its own estimate), so runs are
+    resampled and the sentence says their intervals are too narrow.
+    Returns the clusters to use (None: runs) and a sentence.
     """
     if clusters is None:
         return None, "runs"
@@ -153,6 +158,9 @@ def resampling_unit(columns: dict[str, np.ndarray], clusters: np.ndarray | None)
         return clusters, f"models ({k} clusters)"
     lf = fit_law("parametric", columns, frontier=False, n_polish=4)
     F, p = bootstrap.model_offset_test(lf.fit.log_residuals(), clusters)
+    if (not np.isfinite(p) or p < OFFSET_P) and k < MIN_CLUSTERS:
+        return None, (f"runs, although residuals cluster by model (F = {F:.3g}, p = {p:.2g}): {k} models are too few "
+                      "to resample, so the intervals are too narrow")
     if not np.isfinite(p) or p < OFFSET_P:
         return clusters, f"models ({k} clusters; residuals cluster by model: F = {F:.3g}, p = {p:.2g})"
     return None, f"runs (residuals do not cluster by model: F = {F:.3g}, p = {p:.2g}; {k} models)"

@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from scaling.analysis import allocation, bootstrap, cells, identify
+from scaling.analysis import allocation, bootstrap, cells, identify, lawfit
 from scaling.analysis.compare import compute_multiplier
 from scaling.analysis.frontier import frontier_mask
 from scaling.analysis.lawfit import LawFit, extrapolation_error, fit_law, resampling_unit
@@ -26,7 +26,7 @@ from scaling.errors import UserError
 FRONTIER_LAWS = ("power", "saturating")
 ALL_LAWS = ("power", "saturating", "parametric", "isoflop", "data-constrained")
 EXTRAPOLATION_WARN = 10.0
-MIN_CLUSTERS = 5  # a percentile bootstrap over fewer models is unreliable (few distinct resamples)
+MIN_CLUSTERS = lawfit.MIN_CLUSTERS
 
 
 @dataclasses.dataclass
@@ -100,6 +100,8 @@ def analyse_group(
     warnings: list[str] = []
     clusters, resampled = clusters_of(table, resample)
     report: dict = {"n_points": n, "bootstrap_resamples": resampled}
+    if clusters is None and "too few to resample" in resampled:
+        warnings.append(f"bootstrap over {resampled}")
     if clusters is not None and n_boot and len(set(clusters)) < MIN_CLUSTERS:
         warnings.append(
             f"the bootstrap resamples {len(set(clusters))} models: with fewer than {MIN_CLUSTERS} its "
