@@ -225,3 +225,65 @@ def shard_fraction(tree) -> float:
         total += int(np.prod(x.shape)) * n
         held += int(np.prod(x.sharding.shard_shape(x.shape))) * n
     return held / max(total, 1)
+
+
+def init_distributed(coordinator: str | None = None, num_processes: int | None = None,
+                     process_id: int | None = None, timeout_s: int = 60) -> None:
+    """Join a multi-process JAX run (``jax.distributed.initialize``).
+
+    With no arguments JAX detects the cluster (SLURM, Open MPI, TPU). Explicit
+    values are checked first; a coordinator that does not answer within
+    ``timeout_s`` seconds is a one-line ``UserError``, not a hang.
+    """
+    import jax
+
+    explicit = (coordinator, num_processes, process_id)
+    if any(v is not None for v in explicit) and any(v is None for v in explicit):
+        raise UserError("--coordinator, --num-processes and --process-id go together")
+    if num_processes is not None:
+        if num_processes < 1:
+            raise UserError(f"--num-processes must be positive, got {num_processes}")
+        if not 0 <= process_id < num_processes:
+            raise UserError(f"--process-id {process_id} is out of range for {num_processes} processes "
+                            f"(0 to {num_processes - 1})")
+        if not re.fullmatch(r"[^\s:]+:\d+", coordinator):
+            raise UserError(f"--coordinator {coordinator!r} must be HOST:PORT")
+        if process_id != 0:
+            _wait_for_coordinator(coordinator, timeout_s)
+    try:
+        jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
+                                   process_id=process_id, initialization_timeout=timeout_s)
+    except Exception as e:  # XLA's runtime error: DEADLINE_EXCEEDED, UNAVAILABLE, ...
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UserError(f"cannot join the distributed run at {coordinator or '(auto-detected)'} "
+                        f"within {timeout_s} s: {first[:200]}") from None
+
+
+def _wait_for_coordinator(address: str, timeout_s: float) -> None:
+    """Until ``address`` accepts TCP connections, at most ``timeout_s`` seconds.
+
+    Why: a JAX process that cannot register with its coordinator aborts (a fatal
+    XLA log and a stack trace, nothing Python can catch) instead of raising, so
+    an unreachable coordinator is found here and reported as one line.
+    """
+    import socket
+    import time
+
+    host, port = address.rsplit(":", 1)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((host, int(port)), timeout=min(2.0, timeout_s)):
+                return
+        except OSError as e:
+            if time.monotonic() >= deadline:
+                raise UserError(f"the coordinator {address} cannot be reached within {timeout_s:g} s "
+                                f"({e.strerror or e}); is process 0 running?") from None
+            time.sleep(0.5)
+
+
+def global_batch(local, sharding_):
+    """This process's rows of the global batch -> one global ``jax.Array`` laid out by ``sharding_``."""
+    import jax
+
+    return jax.make_array_from_process_local_data(sharding_, local)

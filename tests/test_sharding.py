@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -69,6 +70,90 @@ CHILD = textwrap.dedent("""
                          fraction=sharding.shard_fraction(state["params"]))
     print("RESULT " + json.dumps(out))
 """)
+
+
+DIST_CHILD = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    from scaling import sharding
+    from scaling.errors import UserError
+
+    mode, steps = sys.argv[1], int(sys.argv[2])
+    if mode == "multi":  # one of 2 processes, 1 CPU device each
+        try:
+            sharding.init_distributed(sys.argv[3], 2, int(sys.argv[4]), timeout_s=int(sys.argv[5]))
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+    import jax
+    from scaling import optim
+    from scaling.config import TrainConfig, resolve
+
+    batch = 32
+    rng = np.random.default_rng(0)  # the same global batches in every process
+    x = rng.normal(size=(steps, batch, 32, 32, 3)).astype(np.float32)
+    y = rng.integers(0, 10, size=(steps, batch)).astype(np.int32)
+    cfg = resolve(TrainConfig(model="cnn-xs", batch_size=batch, lr=0.4))
+    mesh = sharding.make_mesh(sharding.parse_mesh("fsdp=2", jax.device_count()))
+    s = sharding.build(cfg, mesh, num_classes=10, image_size=32)
+    state = s.init_state(jax.device_put(jax.random.PRNGKey(0), s.replicated))
+    key = jax.device_put(jax.random.PRNGKey(1), s.replicated)
+    args = optim.schedule_args(cfg, steps)
+    n, p = jax.process_count(), jax.process_index()
+    rows = slice(p * batch // n, (p + 1) * batch // n)  # this process's slice of the global batch
+    losses = []
+    for i in range(steps):
+        xb, yb = sharding.global_batch(x[i, rows], s.batch), sharding.global_batch(y[i, rows], s.batch)
+        state, m = s.train_step(state, xb, yb, key, args)
+        losses.append(float(m["loss"]))
+    if p == 0:
+        print("RESULT " + json.dumps(dict(losses=losses, processes=n, devices=jax.device_count())))
+""")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _result(stdout: str) -> dict:
+    return json.loads([ln for ln in stdout.splitlines() if ln.startswith("RESULT ")][-1][len("RESULT "):])
+
+
+def test_two_processes_equal_one_process_with_two_devices():
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    one = subprocess.run([sys.executable, "-c", DIST_CHILD, "single", str(STEPS)], capture_output=True, text=True,
+                         env={**env, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}, cwd=REPO, timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    coord = f"127.0.0.1:{_free_port()}"
+    procs = [subprocess.Popen([sys.executable, "-c", DIST_CHILD, "multi", str(STEPS), coord, str(i), "60"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+             for i in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
+    a, b = _result(one.stdout), _result(outs[0][0])
+    assert (a["processes"], a["devices"], b["processes"], b["devices"]) == (1, 2, 2, 2)
+    assert "RESULT" not in outs[1][0]  # only process 0 reports
+    print(f"2 processes vs 1 process x 2 devices, fsdp=2, {STEPS} steps: max relative difference "
+          f"{np.max(np.abs(np.array(b['losses']) / np.array(a['losses']) - 1)):.2e}")
+    np.testing.assert_allclose(b["losses"], a["losses"], rtol=1e-5, atol=0)
+
+
+def test_bad_distributed_input_is_one_line():
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    t0 = time.monotonic()
+    p = subprocess.run([sys.executable, "-c", DIST_CHILD, "multi", "1", f"127.0.0.1:{_free_port()}", "1", "5"],
+                       capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    assert p.returncode == 2 and time.monotonic() - t0 < 60
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot be reached within 5 s" in lines[0], p.stderr
+    with pytest.raises(UserError, match="out of range for 2 processes"):
+        sharding.init_distributed("127.0.0.1:1234", 2, 2)
+    with pytest.raises(UserError, match="go together"):
+        sharding.init_distributed("127.0.0.1:1234", None, 0)
 
 
 @pytest.fixture(scope="module")
