@@ -211,8 +211,9 @@ def budget_for_width(target: float, evaluate: Callable[[float], dict], budget: f
 
     Walks up from ``budget`` while the width is above the target (down while it is at or below);
     ``evaluate(b)`` is ``predict`` at b, deterministic, so the answer is monotone in the target.
-    Gives up (``reachable: False``) after MAX_DOUBLINGS or when two doublings narrow the width
-    by less than 2% (the config's grid is exhausted: only seeds are left to add).
+    Gives up (``reachable: False``) after MAX_DOUBLINGS or when two doublings add no cell and
+    narrow the width by less than 2% (the config's grid is exhausted: only seeds are left to add;
+    Monte-Carlo noise alone never stops the walk while the plan still grows).
     """
     seen = {}
 
@@ -226,14 +227,19 @@ def budget_for_width(target: float, evaluate: Callable[[float], dict], budget: f
         while b / 2 >= budget / 2 ** MAX_DOUBLINGS and w(b / 2) <= target:
             b /= 2
         return {"target": target, "reachable": True, "budget": b, "width": w(b), "evaluated": _trace(seen)}
-    history = [w(b)]
+    def cells(b):
+        return sum(v["cells"] for v in seen[b]["families"].values())
+
+    history = [b]
     for _ in range(MAX_DOUBLINGS):
         b *= 2
-        history.append(w(b))
-        if history[-1] <= target:
-            return {"target": target, "reachable": True, "budget": b, "width": history[-1], "evaluated": _trace(seen)}
-        if len(history) >= 3 and math.isfinite(history[-3]) and history[-1] > 0.98 * history[-3]:
-            break
+        history.append(b)
+        if w(b) <= target:
+            return {"target": target, "reachable": True, "budget": b, "width": w(b), "evaluated": _trace(seen)}
+        if len(history) >= 3:  # the grid is exhausted: no new cells and the width no longer falls
+            b0 = history[-3]
+            if cells(b) <= cells(b0) and math.isfinite(w(b0)) and w(b) > 0.98 * w(b0):
+                break
     return {"target": target, "reachable": False, "budget": b, "width": history[-1], "evaluated": _trace(seen)}
 
 
