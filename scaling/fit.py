@@ -149,6 +149,13 @@ def _summary(doc: dict, x: str) -> str:
             lines.append(f"WARNING: {w}")
     for name, c in (doc.get("comparison") or {}).items():
         lines.append(f"\n{name}: x{_g(c['multiplier'], '.3g')} compute for loss {_g(c['loss'])}, 95% CI {_ci(c['ci95'])}")
+        ex = c.get("exponents") or {}
+        if "p_value" in ex:
+            verdict = "the same" if ex["same_exponent"] else "different (the multiplier depends on the loss)"
+            lines.append(f"  loss exponents {_g(ex['slopes'][0], '.3g')} vs {_g(ex['slopes'][1], '.3g')}: {verdict}; "
+                         f"{ex['test']}: F = {_g(ex['F'], '.3g')}, p = {_g(ex['p_value'], '.2g')}")
+        elif ex:
+            lines.append(f"  loss exponents: {ex['test']}")
     return "\n".join(lines)
 
 

@@ -104,3 +104,22 @@ def test_fit_reports_the_bootstrap_unit(tmp_path, capsys):
     assert fit_cli.main([str(study), "--resample", "seeds"]) == 2
     err = capsys.readouterr().err
     assert "unknown --resample 'seeds'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_family_comparison_tests_shared_loss_exponents():
+    """The nested F test beside the compute multiplier: it rejects different slopes and accepts equal ones."""
+    from scaling.analysis import compare
+    from scaling.analysis.lawfit import fit_law as _fit
+    from scaling.analysis.study import GroupResult
+
+    def group(name, slope, seed):
+        rng = np.random.default_rng(seed)
+        c = np.logspace(0, 3, 12)
+        cols = {"compute": c, "loss": 3.0 * c**slope * np.exp(rng.normal(0, 0.005, 12))}
+        return GroupResult(name, cols, {}, frontier_law=_fit("power", cols, frontier=True))
+
+    diff = compare.shared_exponent_test(group("a", -0.10, 0), group("b", -0.20, 1))
+    same = compare.shared_exponent_test(group("a", -0.10, 2), group("b", -0.10, 3))
+    assert diff["p_value"] < 1e-6 and not diff["same_exponent"]
+    assert diff["slopes"][0] == pytest.approx(-0.10, abs=0.01) and diff["slopes"][1] == pytest.approx(-0.20, abs=0.01)
+    assert same["same_exponent"] and same["dof"] == [1, 20]

@@ -118,6 +118,9 @@ def block(doc: dict, flops_doc: dict, recs: list[dict]) -> str:
             f"{len({r['config']['epochs'] for r in runs})} | {best['test_accuracy']:.1%} "
             f"({best['model']}, {best['config']['epochs']:g} ep) | {form} |"
         )
+    lines.append("")
+    for fam, g in doc["groups"].items():
+        lines.append(f"Intervals ({fam}): 95% bootstrap over {g.get('bootstrap_resamples', 'runs')}.")
     lines += ["", "Compute-optimal allocation from the parametric law L(N, D) = E + A/N^alpha + B/D^beta "
               "fitted to all runs (N* ~ C^a, epochs* ~ C^b); an exponent is reported as an answer only "
               "where the fit identifies it (`scaling/analysis/identify.py`):", ""]
@@ -144,6 +147,11 @@ def block(doc: dict, flops_doc: dict, recs: list[dict]) -> str:
             a, b = name.split("_vs_")
             lines += ["", f"At validation loss {_g(c['loss'])}, {a} needs {_g(c['multiplier'])}x the "
                       f"{label} of {b} ({_ci(c['ci95'])})."]
+            ex = c.get("exponents") or {}
+            if "p_value" in ex:
+                lines[-1] += (f" Loss exponents {_g(ex['slopes'][0])} ({a}) and {_g(ex['slopes'][1])} ({b}): "
+                              + ("not distinguishable" if ex["same_exponent"] else "different")
+                              + f" (F test, p = {_g(ex['p_value'])}).")
     lines.append(END)
     return "\n".join(lines)
 

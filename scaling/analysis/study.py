@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from scaling.analysis import allocation, bootstrap, cells, identify, lawfit
+from scaling.analysis import allocation, bootstrap, cells, identify, intervals, lawfit
 from scaling.analysis.compare import compute_multiplier
 from scaling.analysis.frontier import frontier_mask
 from scaling.analysis.lawfit import LawFit, extrapolation_error, fit_law, resampling_unit
@@ -318,9 +318,18 @@ def _predict(res: GroupResult, budget: float, primary: str, warnings: list) -> d
     c = {"compute": np.array([budget])}
     lf = res.frontier_law
     if lf is not None:
-        point = float(np.exp(lf.log_predict(c)[0]))
-        boot = np.exp(lf.log_predict(c, boot=True)[:, 0]) if lf.boot_theta is not None else np.array([])
-        out["loss"] = {"value": point, "ci95": list(bootstrap.percentile_ci(boot)), "law": lf.law.name}
+        log_point = lf.log_predict(c)
+        boot = lf.log_predict(c, boot=True)[:, :1] if lf.boot_theta is not None else np.zeros((0, 1))
+        err, ratio = _backtest(res)
+        lo, hi = intervals.calibrated(log_point, boot, err, ratio, [budget / cmax])
+        out["loss"] = {
+            "value": float(np.exp(log_point[0])),
+            "ci95": [float(lo[0]), float(hi[0])],
+            "ci95_bootstrap": list(bootstrap.percentile_ci(np.exp(boot[:, 0]))),
+            "interval": "bootstrap band widened by the law's leave-largest-compute-out error, grown with "
+                        "log(budget / largest compute) (scaling.analysis.intervals)",
+            "law": lf.law.name,
+        }
     if primary == "isoflop" and res.isoflop_boot is not None:
         prof = res.profiles
         for key, ys, boot in (("params", prof.log_n, res.isoflop_boot[0]), ("epochs", prof.log_e, res.isoflop_boot[1])):
@@ -352,6 +361,19 @@ def _predict(res: GroupResult, budget: float, primary: str, warnings: list) -> d
                 "method": "parametric",
             }
     return out
+
+
+def _backtest(res: GroupResult) -> tuple[float | None, float | None]:
+    """The frontier law's leave-largest-compute-out log error and the extrapolation ratio it was made at."""
+    law = res.report.get("law") or {}
+    err = law.get("extrapolation_error")
+    c = res.columns["compute"][frontier_mask(res.columns["compute"], res.columns["loss"])]
+    xs = np.sort(c)
+    n_out = max(1, int(round(0.2 * len(xs))))
+    early = xs[: len(xs) - n_out]
+    if err is None or not len(early):
+        return None, None
+    return float(err), float(xs.max() / early.max())
 
 
 def _parametric_loss(p: dict, n, d) -> np.ndarray:
