@@ -63,17 +63,13 @@ def charged_hours(calib: dict | None) -> float:
 class Worker:
     """The calibration subprocess, driven one model at a time."""
 
-    def __init__(self, cfg: StudyConfig, env: dict | None = None):
-        self.cfg = cfg
-        cmd = [sys.executable, "-m", "scaling.sweep.calibrate", "--dataset", cfg.dataset,
-               "--batch-size", str(cfg.batch_size), "--dtype", cfg.compute_dtype]
-        if cfg.data_source:
-            cmd += ["--data", cfg.data_source]
-        if cfg.val_size:
-            cmd += ["--val-size", str(cfg.val_size)]
-        if cfg.image_size:
-            cmd += ["--image-size", str(cfg.image_size)]
+    def __init__(self, cfg: StudyConfig, first_model: str, env: dict | None = None):
         from scaling.sweep.executors import child_preexec, one_device_env
+        from scaling.sweep.study import trial_config
+
+        self.cfg = cfg
+        first = json.dumps(trial_config(cfg, first_model).to_json())
+        cmd = [sys.executable, "-m", "scaling.sweep.calibrate", "--config-json", first]
 
         self.t0 = time.monotonic()
         self.proc = subprocess.Popen(
@@ -155,7 +151,7 @@ def ensure(
                 if model not in calib["models"]:
                     if worker is None:
                         log(f"calibrating on this machine ({cfg.dataset}, batch {cfg.batch_size}) ...")
-                        worker = Worker(cfg)
+                        worker = Worker(cfg, model)
                         run = {"wall_seconds": 0.0, "devices": worker.ready["device_count"], "models": []}
                         calib["runs"].append(run)
                         calib["data"] = {k: v for k, v in worker.ready.items() if k != "event"}
@@ -197,12 +193,7 @@ def calibrated_ladders(calib: dict, ladders: dict[str, list[str]]) -> dict[str, 
 @entrypoint
 def _worker(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="calibration worker (used by scaling.sweep)")
-    p.add_argument("--dataset", default="cifar10")
-    p.add_argument("--data", default=None)
-    p.add_argument("--val-size", type=int, default=None)
-    p.add_argument("--image-size", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--dtype", default="float32")
+    p.add_argument("--config-json", required=True, help="the first trial's TrainConfig (JSON): its data and pipeline")
     args = p.parse_args(argv)
 
     def send(obj: dict) -> None:
@@ -211,11 +202,14 @@ def _worker(argv: list[str] | None = None) -> int:
 
     try:
         from scaling import checkpoint, programs  # noqa: F401  (the trainer's imports: part of every trial's start-up)
+        from scaling.config import TrainConfig, resolve
+        from scaling.data import batch_sources, selection
         from scaling.measure import measure_config
-        from scaling.data import load as load_data
 
         t = time.monotonic()
-        data = load_data(args.dataset, args.data, args.val_size)
+        first = resolve(TrainConfig.from_json(json.loads(args.config_json)))
+        choice = selection.choose(first)
+        data = batch_sources.open_source(first, choice)  # the trials' own pipeline: in memory or streaming
         data_seconds = time.monotonic() - t
         import jax
 
@@ -225,22 +219,25 @@ def _worker(argv: list[str] | None = None) -> int:
             val_size=int(data.val_size),
             test_size=int(data.test_size),
             num_classes=int(data.num_classes),
-            image_size=int(args.image_size or data.image_size),
+            image_size=int(data.image_size),
+            data_pipeline=data.pipeline,
+            data_pipeline_reason=choice.reason,
             setup_seconds=data_seconds,
             data_seconds_abs=data_seconds,
             device_kind=jax.devices()[0].device_kind,
             device_count=jax.device_count(),
             platform=jax.devices()[0].platform,
         ))
-        from scaling.config import TrainConfig
-
+        data.close()
         for line in sys.stdin:
             if not line.strip():
                 continue
             r = measure_config(TrainConfig.from_json(json.loads(line)))
-            send(dict(event="model", **{k: r[k] for k in (
-                "model", "compile_seconds", "step_seconds", "eval_seconds_per_example", "flops_per_example",
-                "params", "wall_seconds", "program_fingerprint")}))
+            # A run goes at the slower of its step and its loader: the planner prices that.
+            send(dict(event="model", step_seconds=r["bound_step_seconds"], compute_step_seconds=r["step_seconds"],
+                      **{k: r[k] for k in ("model", "compile_seconds", "eval_seconds_per_example", "flops_per_example",
+                                           "params", "wall_seconds", "program_fingerprint",
+                                           "loader_images_per_second", "data_pipeline")}))
     except Exception as e:  # reported to the sweep as one line
         send(dict(event="error", message=f"{type(e).__name__}: {e}"))
         return 1
