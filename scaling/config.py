@@ -220,10 +220,6 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     check_fields(out)
     if out.model_kwargs:
         check_model_kwargs(spec, out)
-    if out.init_from is not None:  # a WSD branch or stem segment: its stem must fit it (before any write)
-        from scaling.branching import check_stem
-
-        check_stem(out)
     return out
 
 

@@ -149,6 +149,10 @@ def run(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True,
     if not str(workdir).strip():
         raise UserError("--workdir must be a directory path, got ''")
     cfg = resolve(cfg)
+    from scaling import branching
+
+    if cfg.init_from is not None:  # a WSD branch or stem segment: its stem must fit it (before any write)
+        branching.check_stem(cfg)
     workdir = Path(workdir)
     devices = compute.device_info()
     choice = selection.choose(cfg)
@@ -164,8 +168,6 @@ def run(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True,
         return previous
     # WSD hook (scaling.branching): a run with init_from starts from its stem's checkpoint; stems'
     # and branches' records get their stem and study-spend fields.
-    from scaling import branching
-
     return branching.run(cfg, workdir, lambda: _train(cfg, workdir, data, devices, total_steps, progress=progress,
                                                       restart_after_compile=restart_after_compile))
 
