@@ -87,3 +87,17 @@ def test_text_predict_on_the_degenerate_vit_fit_does_not_crash(capsys):
     out = capsys.readouterr().out
     vit = out[out.index("== vit"):]
     assert "params = 0" in vit and "NOT IDENTIFIED" in vit and "epochs = n/a" in vit
+
+
+def test_text_predict_never_crashes_and_tags_a_loss_from_a_degenerate_optimum(capsys):
+    """Every law in text mode: exit 0 (or one-line exit 2 where the law cannot be fitted), no traceback."""
+    from scaling import fit
+
+    for law in ("parametric", "data-constrained", "saturating", "isoflop"):
+        rc = fit.main([str(RESULTS), "--law", law, "--predict", "1", "--bootstrap", "10"])
+        out, err = capsys.readouterr()
+        assert rc in (0, 2) and "Traceback" not in err, (law, err)
+        if law == "parametric":
+            vit = out[out.index("== vit"):]
+            loss_line = next(ln for ln in vit.splitlines() if ln.strip().startswith("loss ="))
+            assert "NOT IDENTIFIED" in loss_line  # the loss at N* = 0 is no answer

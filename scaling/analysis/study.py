@@ -225,6 +225,10 @@ def analyse_group(
             o = (report.get(est) or {}).get("by_method", {}).get(pr["method"]) if pr else None
             if pr and o is not None:
                 pr["identified"] = o["identified"]
+        loss = report["prediction"].get("loss")
+        if loss and loss["law"] == "parametric" and "params" in report["prediction"]:
+            # the loss at the parametric optimum is only as identified as that optimum
+            loss["identified"] = report["prediction"]["params"].get("identified", True)
     report["fit_seconds"] = round(time.perf_counter() - t0, 3)
     report["warnings"] = warnings
     return res
