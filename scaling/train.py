@@ -210,15 +210,12 @@ def _train_accounted(cfg: TrainConfig, workdir: Path, data, devices: dict, total
     import jax
 
     from scaling import compute, faults, runtime, steps
-    from scaling.platform import malloc
     from scaling.checkpoint import Checkpointer
     from scaling.models import registry
     from scaling.programs import Programs
 
     spec = registry.get(cfg.model)
-    image_size = data.image_size
     steps_per_epoch = math.ceil(data.train_size / cfg.batch_size)
-    epochs = total_steps * cfg.batch_size / data.train_size
     eval_every = cfg.eval_every or evaluation.default_eval_every(total_steps, steps_per_epoch)
     progs = Programs(cfg, data, devices["device_count"], total_steps)
     lr_args, step_key = progs.lr_args, progs.step_key
@@ -241,7 +238,6 @@ def _train_accounted(cfg: TrainConfig, workdir: Path, data, devices: dict, total
         raise RestartAfterCompile
     acct.compiles_at_load = runtime.compiles_so_far()
     flops_xla = compute.xla_flops(train_step)
-    flops_per_example = compute.train_flops_per_example(spec, image_size, data.num_classes)
 
     state = restored if start else progs.init(progs.init_key)
     n_params = steps.count_params(state["params"])
@@ -292,16 +288,7 @@ def _train_accounted(cfg: TrainConfig, workdir: Path, data, devices: dict, total
             now = time.monotonic()
             acct.add("train", now - t_train)
             losses = np.array([f["loss"] for f in fetched])
-            record = dict(
-                step=step,
-                epoch=step * cfg.batch_size / data.train_size,
-                examples=step * cfg.batch_size,
-                train_loss=float(losses.mean()),
-                train_accuracy=float(np.mean([f["accuracy"] for f in fetched])),
-                grad_norm=float(np.mean([f["grad_norm"] for f in fetched])),
-                lr=float(fetched[-1]["lr"]),
-                images_per_second=seg_examples / max(acct.seconds["train"], 1e-9),
-            )
+            record = train_record(cfg, data.train_size, step, fetched, seg_examples / max(acct.seconds["train"], 1e-9))
             finite = np.isfinite(losses)
             if not np.all(finite):
                 status = "diverged"
@@ -348,9 +335,41 @@ def _train_accounted(cfg: TrainConfig, workdir: Path, data, devices: dict, total
         val_loss = val_acc = test_loss = test_acc = float("nan")
     final = _last_train_loss(metrics_path)
     totals = acct.flush()
+    result = result_record(cfg, data, devices, spec, progs, totals, status=status, trained=trained,
+                           total_steps=total_steps, n_params=n_params, flops_xla=flops_xla,
+                           seg_examples=seg_examples, seg_train=acct.seconds["train"], data_seconds=data_seconds,
+                           evals=(val_loss, val_acc, test_loss, test_acc), final=final)
+    atomic_write_json(workdir / "result.json", result)
+    return result
+
+
+def train_record(cfg: TrainConfig, train_size: int, step: int, fetched: list, images_per_second: float) -> dict:
+    """One metrics.jsonl line: the means of the steps' metrics since the last one (shared with ``scaling.packing``)."""
+    return dict(
+        step=step,
+        epoch=step * cfg.batch_size / train_size,
+        examples=step * cfg.batch_size,
+        train_loss=float(np.mean([f["loss"] for f in fetched])),
+        train_accuracy=float(np.mean([f["accuracy"] for f in fetched])),
+        grad_norm=float(np.mean([f["grad_norm"] for f in fetched])),
+        lr=float(fetched[-1]["lr"]),
+        images_per_second=images_per_second,
+    )
+
+
+def result_record(cfg: TrainConfig, data, devices: dict, spec, progs, totals: dict, *, status: str, trained: int,
+                  total_steps: int, n_params: int, flops_xla, seg_examples: int, seg_train: float,
+                  data_seconds: float, evals: tuple, final) -> dict:
+    """The contents of result.json (shared with ``scaling.packing``, whose trials write the same record)."""
+    from scaling import compute
+    from scaling.platform import malloc
+
+    val_loss, val_acc, test_loss, test_acc = evals
+    image_size = data.image_size
+    epochs = total_steps * cfg.batch_size / data.train_size
+    flops_per_example = compute.train_flops_per_example(spec, image_size, data.num_classes)
     train_hours = totals["accelerator_hours_breakdown"]["train"]
     examples_seen = trained * cfg.batch_size
-    seg_train = acct.seconds["train"]
     ips = seg_examples / seg_train if seg_train > 0 else None
     peak = compute.peak_flops(devices["device_kind"])
     result = dict(
@@ -401,7 +420,6 @@ def _train_accounted(cfg: TrainConfig, workdir: Path, data, devices: dict, total
         train_accelerator_hours=train_hours,
         config=cfg.to_json(),
     )
-    atomic_write_json(workdir / "result.json", result)
     return result
 
 
