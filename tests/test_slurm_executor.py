@@ -146,3 +146,34 @@ def test_resources_follow_the_trial_mesh():
     assert (r.nodes, r.gpus_per_node, r.cpus_per_task) == (2, 8, 32)
     assert executors.Resources.for_devices(4, gpus_per_node=8).gpus_per_node == 4
     assert executors.Resources.for_devices(4, gpus_per_node=0).nodes == 1
+
+
+@pytest.mark.slow
+def test_a_sweep_runs_its_trials_as_submitit_jobs(tmp_path, monkeypatch):
+    """The sweep with ``executor="slurm"`` (submitit's local cluster, one job at a time):
+    every planned trial runs as a job, the study completes within its budget, and the
+    same call again starts nothing."""
+    from scaling.sweep import ledger, runner, state, study
+
+    monkeypatch.setenv("SCALING_SWEEP_PRIORS", "off")
+    cfg = study.apply_overrides(study.load("cifar10_cnn:tiny"), families=None, batch_size=None, seed=None,
+                                data="synthetic").validate()
+    opts = runner.Options(budget=0.03, workdir=tmp_path / "study", executor="slurm", json=True, quiet=True,
+                          slurm={"cluster": "local", "max_jobs": 1, "time_min": 30})
+    out = runner.Sweep(cfg, opts).run()
+    snap = ledger.snapshot(state.Paths(tmp_path / "study"))
+    assert out["complete"] is True and len(snap.trials) >= 6 and all(r.finished for r in snap.trials.values())
+    assert out["spent"] <= 0.03 * 1.02
+    jobs = [p for p in (tmp_path / "study" / "submitit").iterdir() if p.name.isdigit()]
+    assert len(jobs) >= len(snap.trials)  # one job (folder) per trial
+    again = runner.Sweep(cfg, opts).run()
+    assert again["complete"] is True and len([p for p in (tmp_path / "study" / "submitit").iterdir()
+                                               if p.name.isdigit()]) == len(jobs)
+
+
+@pytest.mark.parametrize("flag", ["--slurm-max-jobs", "--slurm-time-min"])
+def test_slurm_limits_must_be_positive(tmp_path, flag):
+    r = run_cli("scaling.sweep", "--config", "cifar10_cnn:tiny", "--data", "synthetic", "--budget", "0.03",
+                "--workdir", str(tmp_path / "w"), "--executor", "slurm", flag, "0")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "must be positive" in r.stderr
+    assert not (tmp_path / "w").exists()

@@ -33,9 +33,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="global batch size (overrides the config)")
     p.add_argument("--seed", type=int, help="run a single seed (overrides the config's seeds)")
     p.add_argument("--data", help="data source: ZIP/folder path, 'tfds' or 'synthetic' (overrides the config)")
-    p.add_argument("--executor", choices=["local", "ray"], default="local",
-                   help="local: one trial per accelerator (sequential on CPU); ray: one Ray task per trial")
+    p.add_argument("--executor", choices=["local", "ray", "slurm"], default="local",
+                   help="local: one trial per accelerator (sequential on CPU); ray: one Ray task per trial; "
+                        "slurm: one submitit job per trial (preempted jobs requeue and resume)")
     p.add_argument("--ray-address", help="existing Ray cluster (default: $RAY_ADDRESS, else 'auto')")
+    p.add_argument("--slurm-partition", help="slurm: the partition to submit to")
+    p.add_argument("--slurm-account", help="slurm: the account to charge")
+    p.add_argument("--slurm-time-min", type=int, default=24 * 60, help="slurm: a job's time limit in minutes")
+    p.add_argument("--slurm-max-jobs", type=int, default=8, help="slurm: trials queued or running at once")
     p.add_argument("--dry-run", action="store_true",
                    help="calibrate and print the plan, then simulate it (the design tool): expected 95%% interval "
                         "widths of the N* and epochs* exponents; train nothing")
@@ -102,6 +107,14 @@ def main(argv: list[str] | None = None) -> int:
 
         accelerator_peak(args.accelerator)
 
+    if args.executor == "slurm":
+        if args.slurm_time_min < 1 or args.slurm_max_jobs < 1:
+            raise UserError("--slurm-time-min and --slurm-max-jobs must be positive")
+        import importlib.util
+
+        if importlib.util.find_spec("submitit") is None:
+            raise UserError("--executor slurm needs submitit: pip install 'vision-scaling[slurm]'")
+
     from scaling.sweep import runner, study
 
     cfg = study.apply_overrides(
@@ -118,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     state.check_workdir(Path(args.workdir))  # every input checked: only now may the study claim it
     opts = runner.Options(
         budget=budget, workdir=Path(args.workdir), executor=args.executor, ray_address=args.ray_address,
+        slurm={"partition": args.slurm_partition, "account": args.slurm_account, "time_min": args.slurm_time_min,
+               "max_jobs": args.slurm_max_jobs},
         dry_run=args.dry_run, json=args.json, quiet=args.quiet,
         design=not args.no_design, target_width=target_width, accelerator=args.accelerator, mfu=mfu,
     )

@@ -36,6 +36,7 @@ class Options:
     workdir: Path
     executor: str = "local"
     ray_address: str | None = None
+    slurm: dict = dataclasses.field(default_factory=dict)  # partition, account, time_min, max_jobs; cluster (tests)
     dry_run: bool = False
     json: bool = False
     quiet: bool = False
@@ -279,6 +280,16 @@ class Sweep:
             launched += 1
         return launched, waiting
 
+    def _executor_options(self, platform: str) -> dict:
+        """The slurm executor's options: its job folder in the workdir, the resources of a one-device trial."""
+        if self.opts.executor != "slurm":
+            return {}
+        o = self.opts.slurm
+        params = {k: o[k] for k in ("partition", "account") if o.get(k)}
+        res = executors.Resources(gpus_per_node=1 if platform == "gpu" else 0, timeout_min=o.get("time_min", 24 * 60))
+        return dict(folder=self.paths.root / "submitit", cluster=o.get("cluster"), resources=res,
+                    max_jobs=o.get("max_jobs", 8), slurm_parameters=params)
+
     def _start(self, ex, t: planner.Trial, lr: float, lock: state.TrialLock, rec: ledger.TrialRecord, cm) -> None:
         d = self.paths.trial_dir(t.id)
         d.mkdir(parents=True, exist_ok=True)
@@ -356,7 +367,6 @@ class Sweep:
     # ---- the whole run -----------------------------------------------------------------
 
     def run(self) -> dict:
-        opts = self.opts
         self.paths.root.mkdir(parents=True, exist_ok=True)
         state.claim_workdir(self.paths.root, self.cfg.identity(), self.cfg.to_json())
         self.session = ledger.Session(self.paths)
@@ -390,7 +400,7 @@ class Sweep:
                 self.session.tick(busy=False)
             return out
 
-        ex = executors.make(opts.executor, platform, opts.ray_address)
+        ex = executors.make(opts.executor, platform, opts.ray_address, **self._executor_options(platform))
         devices = cm.devices if opts.executor == "local" and platform != "gpu" else 1
         last_line = 0.0
         try:
