@@ -218,7 +218,7 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
         if getattr(out, key) is None:
             setattr(out, key, value)
     check_fields(out)
-    if out.model_kwargs:
+    if out.model_kwargs or out.image_size is not None:  # e.g. a window or patch that does not divide it
         check_model_kwargs(spec, out)
     return out
 
@@ -230,16 +230,17 @@ def check_model_kwargs(spec, cfg: TrainConfig) -> None:
     import jax.numpy as jnp
 
     size = cfg.image_size or spec.default_image_size
+    what = "--model-kwargs do not fit" if cfg.model_kwargs else f"--image-size {size} does not fit"
     try:
         module = spec.build(num_classes=10, image_size=size, **cfg.model_kwargs)
         x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
         jax.eval_shape(lambda k, x: module.init({"params": k, "dropout": k}, x, train=True),
                        jax.random.key(0), x)
     except UserError as e:
-        raise UserError(f"--model-kwargs do not fit {spec.name}: {e}") from None
+        raise UserError(f"{what} {spec.name}: {e}") from None
     except (TypeError, ValueError, KeyError, AssertionError, IndexError, ZeroDivisionError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"--model-kwargs do not fit {spec.name}: {msg[:300]}") from None
+        raise UserError(f"{what} {spec.name}: {msg[:300]}") from None
 
 
 def parse_crop_scale(text: str) -> list[float]:

@@ -198,6 +198,7 @@ def test_bad_input_is_a_user_error(tmp_path):
     for args, message in (
         (["--model-kwargs", '{"window_size": 5}'], "window 5 does not divide the 16x16 feature map of stage 1"),
         (["--image-size", "33", "--model-kwargs", '{"drop_path_rate": 0.0}'], "image size 33 is not a multiple of patch 2"),
+        (["--image-size", "30"], "--image-size 30 does not fit swin-c0: swin-c0: window 4 does not divide the 15x15"),
     ):
         r = run_cli("scaling.train", "--model", "swin-c0", *args, "--steps", "1", "--workdir", str(tmp_path / "w"))
         assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and message in r.stderr, r.stderr
