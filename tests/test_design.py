@@ -122,8 +122,8 @@ def test_adaptive_plan_is_a_pure_function_of_the_records_and_extends_the_lr_grid
     adapt = sum(r["accelerator_hours"] for r in res.values() if r["role"] in ("adapt", "adapt-tune"))
     c = planner.Context(**{**ctx.__dict__, "future_of": lambda i: 0.0 if i in res else None, "results": res,
                            "adapt_hours": adapt})
-    a = planner.plan_study(c, 0.5, spent, [], started=True)
-    b = planner.plan_study(c, 0.5, spent, [], started=True)
+    a = placement.plan_study(c, 0.5, spent, [], started=True)
+    b = placement.plan_study(c, 0.5, spent, [], started=True)
     assert [t.id for t in a.trials] == [t.id for t in b.trials]
     assert a.predicted_total <= 0.5 + 1e-12
     assert a.fits["nfnet"]["width"] > 0 and "n_star_exponent" in a.fits["nfnet"]

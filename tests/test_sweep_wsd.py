@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from scaling.schedules import cooldown_start
-from scaling.sweep import calibrate, costmodel, ledger, planner, state, study
+from scaling.sweep import branches, calibrate, costmodel, ledger, planner, state, study
 from scaling.sweep.study import StudyConfig
 from test_sweep_planner import LADDER, calibration
 from test_sweep_resume import starts, trainer_pids
@@ -31,7 +31,8 @@ def _ctx(epochs=(1, 2, 4, 8, 16), strategy="fixed", schedule="wsd", future=None,
                       schedule=schedule, fill_replicates=False, **kw).validate()
     cm = costmodel.CostModel(calibration(), cfg.batch_size)
     return planner.Context(cfg, {"cnn": list(ladder)}, {"cnn": 0.05}, cm.trial_hours, cm.train_flops,
-                           future or (lambda i: None), steps=cm.steps, warmup_steps={"cnn": 18}), cm
+                           future or (lambda i: None), steps=cm.steps, warmup_steps={"cnn": 18},
+                           cells_to_trials=branches.family_trials if schedule != "cosine" else None), cm
 
 
 def test_plan_is_one_stem_chain_and_a_branch_per_budget():

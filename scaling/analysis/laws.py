@@ -230,5 +230,3 @@ PARAMETRIC = Law(
 )
 
 LAWS: dict[str, Law] = {law.name: law for law in (POWER, SATURATING, PARAMETRIC)}
-
-import scaling.analysis.data_constrained  # noqa: E402,F401  (builds on Law above and adds itself to LAWS)

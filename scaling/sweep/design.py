@@ -103,7 +103,7 @@ def simulate(ctx: planner.Context, budget: float, spent0: float, st: Setting, rn
     while True:
         c = dataclasses.replace(ctx, future_of=lambda i: 0.0 if i in results else None, results=results,
                                 adapt_hours=adapt)
-        p = planner.plan_study(c, budget, spent, [], started=bool(results))
+        p = placement.plan_study(c, budget, spent, [], started=bool(results))
         if not p.feasible:
             return results
         ran = 0

@@ -42,7 +42,7 @@ import numpy as np
 
 from scaling.sweep import lr as lrrule
 from scaling.sweep import planner
-from scaling.sweep.planner import FILL_MARGIN, Plan, Trial, trial_id
+from scaling.sweep.planner import FILL_MARGIN, Context, Plan, Trial, trial_id
 
 ROLE, TUNE_ROLE = "adapt", "adapt-tune"
 N_BOOT = 64  # bootstrap resamples of the wave-one fit
@@ -415,3 +415,11 @@ def edge_notes(ff: FamilyFit, params: list[float], epochs: list[float]) -> list[
     if ff.epochs_star < min(epochs):
         out.append(f"epochs* {ff.epochs_star:.3g} lies below the shortest epoch budget ({min(epochs):g})")
     return out
+
+
+def plan_study(ctx: Context, budget: float, spent: float, carried: list[Trial], started: bool = False) -> Plan:
+    """The study's plan under its placement: the static band (``planner.plan``) or
+    adaptive (``plan`` here, which plans its first wave with the band)."""
+    if ctx.cfg.placement == "adaptive":
+        return plan(ctx, budget, spent, carried, started)
+    return planner.plan(ctx, budget, spent, carried, started)

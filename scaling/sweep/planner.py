@@ -162,18 +162,19 @@ class Context:
     results: dict[str, dict] = dataclasses.field(default_factory=dict)
     adapt_hours: float = 0.0
     params: dict[str, float] = dataclasses.field(default_factory=dict)  # model -> parameters (calibration)
+    # WSD studies: cells -> trials (scaling.sweep.branches.family_trials); None: one cosine run per cell
+    cells_to_trials: Callable | None = None
 
 
 def family_trials(ctx: Context, fam: str, cells: list[tuple[int, int]], tuned: bool = True) -> list[Trial]:
     """The trials (lr tuning + main) for a set of cells of one family.
 
     ``tuned=False`` (or ``lr_strategy="fixed"``): one trial per cell at the base lr.
-    A WSD study's cells are stems and cooldown branches (``scaling.sweep.branches``).
+    A WSD study's cells are stems and cooldown branches: ``ctx.cells_to_trials``
+    (``scaling.sweep.branches.family_trials``, set by whoever builds the context).
     """
-    if ctx.cfg.schedule != "cosine":
-        from scaling.sweep import branches
-
-        return branches.family_trials(ctx, fam, cells, tuned)
+    if ctx.cells_to_trials is not None:  # a WSD study: stems and branches (scaling.sweep.branches)
+        return ctx.cells_to_trials(ctx, fam, cells, tuned)
     cfg, ladder = ctx.cfg, ctx.ladders[fam]
     seeds = list(cfg.seeds)
     columns: dict[int, list[int]] = {}
@@ -270,16 +271,6 @@ def _score(combo: tuple[Option, ...]) -> tuple:
         sum(len(o.cells) for o in combo),
         -sum(o.cost for o in combo),
     )
-
-
-def plan_study(ctx: Context, budget: float, spent: float, carried: list[Trial], started: bool = False) -> Plan:
-    """The study's plan under its placement: the static band (``plan``) or adaptive
-    (``scaling.sweep.placement.plan``, which plans its first wave with ``plan``)."""
-    if ctx.cfg.placement == "adaptive":
-        from scaling.sweep import placement
-
-        return placement.plan(ctx, budget, spent, carried, started)
-    return plan(ctx, budget, spent, carried, started)
 
 
 def plan(

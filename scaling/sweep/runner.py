@@ -173,7 +173,7 @@ class Sweep:
             for rec in snap.trials.values()
             if not rec.finished and rec.spec.get("trial")
         ]
-        p = planner.plan_study(ctx, self.opts.budget, snap.total, carried, started=bool(snap.trials))
+        p = placement.plan_study(ctx, self.opts.budget, snap.total, carried, started=bool(snap.trials))
         self._show_fits(p)
         return p, cm
 
@@ -191,6 +191,7 @@ class Sweep:
         ctx = planner.Context(self.cfg, ladders, base_lrs(self.cfg, ladders), cm.trial_hours, cm.train_flops, future_of,
                               steps=cm.steps, warmup_steps=wsd_warmups(self.cfg, ladders, cm.steps),
                               results=results, adapt_hours=adapt,
+                              cells_to_trials=branches.family_trials if self.cfg.schedule != "cosine" else None,
                               params={m: float(v["params"]) for m, v in calib["models"].items() if v.get("params")})
         self.warmups = ctx.warmup_steps
         return ctx
