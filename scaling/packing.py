@@ -98,8 +98,17 @@ def _sibling(first, cfg: TrainConfig, choice):
     return src
 
 
-def train_group(configs: list[TrainConfig], workdirs: list, *, progress: bool = False) -> list[dict]:
+MODES = ("vmap", "unrolled")
+
+
+def train_group(configs: list[TrainConfig], workdirs: list, *, progress: bool = False,
+                mode: str = "vmap") -> list[dict]:
     """Train (or resume) the packed trials ``configs`` in ``workdirs``; return their result.json contents.
+
+    ``mode``: ``vmap`` (the trials batched into one set of larger kernels: the
+    throughput mode) or ``unrolled`` (one program holding K copies of the
+    single-trial step: each trial's arithmetic is its single run's, bit for bit
+    on XLA:CPU; the reference that separates wiring from rounding).
 
     Validated before anything is written (the group, the data, the run length,
     the workdirs). Trials already finished are returned as they are; the rest
@@ -110,6 +119,8 @@ def train_group(configs: list[TrainConfig], workdirs: list, *, progress: bool = 
     runtime.setup()
     from scaling.data import batch_sources, selection
 
+    if mode not in MODES:
+        raise UserError(f"packing mode must be one of {', '.join(MODES)}, got {mode!r}")
     if len(configs) != len(workdirs):
         raise UserError(f"{len(configs)} trial configs but {len(workdirs)} workdirs")
     workdirs = [Path(w) for w in workdirs]
@@ -132,7 +143,7 @@ def train_group(configs: list[TrainConfig], workdirs: list, *, progress: bool = 
         sources = [first if i == 0 else _sibling(first, cfgs[i], choice) for i in todo]
         try:
             trained = _train([cfgs[i] for i in todo], [workdirs[i] for i in todo], sources, devices, total_steps,
-                             progress=progress)
+                             progress=progress, mode=mode)
         finally:
             for src in sources[1:]:
                 src.close()
@@ -150,7 +161,7 @@ def _data_sharding():
     return NamedSharding(steps.make_mesh(), P("data"))
 
 
-def _train(cfgs, workdirs, sources, devices, total_steps, *, progress):
+def _train(cfgs, workdirs, sources, devices, total_steps, *, progress, mode):
     k = len(cfgs)
     clock = _GroupClock(workdirs[0] / "group-accounting.json", devices["device_count"])
     shares = [_Share(wd / "accounting.json", clock, k) for wd in workdirs]
@@ -162,7 +173,8 @@ def _train(cfgs, workdirs, sources, devices, total_steps, *, progress):
         return out
 
     try:
-        return _train_accounted(cfgs, workdirs, sources, devices, total_steps, clock, flush, progress=progress)
+        return _train_accounted(cfgs, workdirs, sources, devices, total_steps, clock, flush, progress=progress,
+                                mode=mode)
     except (UserError, KeyboardInterrupt):
         raise
     except Exception as e:
@@ -187,7 +199,7 @@ def _take(tree, i: int):
     return jax.tree_util.tree_map(lambda x: x[i], tree)
 
 
-def _train_accounted(cfgs, workdirs, sources, devices, total_steps, clock, flush, *, progress):
+def _train_accounted(cfgs, workdirs, sources, devices, total_steps, clock, flush, *, progress, mode):
     import hashlib
     import types
 
@@ -233,7 +245,11 @@ def _train_accounted(cfgs, workdirs, sources, devices, total_steps, clock, flush
 
     def packed(states, *args):
         *batch, key, lr = args
-        return jax.vmap(raw_step, in_axes=(0, *axes, 0, 0))(states, *batch, key, lr)
+        if mode == "vmap":
+            return jax.vmap(raw_step, in_axes=(0, *axes, 0, 0))(states, *batch, key, lr)
+        outs = [raw_step(_take(states, i), *(b if ax is None else b[i] for b, ax in zip(batch, axes)), key[i],
+                         _take(lr, i)) for i in range(k)]
+        return _stack([o[0] for o in outs]), _stack([o[1] for o in outs])
 
     def stack_batch(batches):
         import jax.numpy as jnp
@@ -360,7 +376,7 @@ def _train_accounted(cfgs, workdirs, sources, devices, total_steps, clock, flush
             total_steps=total_steps, n_params=n_params, flops_xla=flops_xla / k if flops_xla else None,
             seg_examples=seg_examples, seg_train=clock.seconds["train"], data_seconds=data_seconds,
             evals=finals[i], final=_last_train_loss(wd / "metrics.jsonl"))
-        result.update(packed_trials=k, packed_with=[str(w) for w in workdirs],
+        result.update(packed_trials=k, packing_mode=mode, packed_with=[str(w) for w in workdirs],
                       group_accelerator_hours=clock.totals()["accelerator_hours"])
         atomic_write_json(wd / "result.json", result)
         results.append(result)
@@ -378,6 +394,9 @@ def parser() -> argparse.ArgumentParser:
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--workdir", action="append", help="a trial's run directory (one per --config, in order)")
     where.add_argument("--workdir-root", help="trials go to ROOT/trial-<i>")
+    p.add_argument("--mode", choices=MODES, default="vmap",
+                   help="vmap (default): the trials batched into larger kernels; unrolled: K copies of the "
+                        "single-trial step in one program (each trial's arithmetic exactly its single run's)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--json", action="store_true", help="print the results as a JSON list")
     return p
@@ -388,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     cfgs = [config_from_args(argparse.Namespace(config=c, examples=None)) for c in args.config]
     workdirs = args.workdir or [Path(args.workdir_root) / f"trial-{i}" for i in range(len(cfgs))]
-    results = train_group(cfgs, workdirs, progress=not (args.quiet or args.json))
+    results = train_group(cfgs, workdirs, progress=not (args.quiet or args.json), mode=args.mode)
     if args.json:
         print(json.dumps(results, indent=2))
     else:

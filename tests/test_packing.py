@@ -36,6 +36,8 @@ def runs(tmp_path_factory, cifar10_path):
     alone = [train.run(c, root / f"alone-{i}", progress=False) for i, c in enumerate(cfgs)]
     packed_dirs = [root / f"packed-{i}" for i in range(len(cfgs))]
     packed = packing.train_group(cfgs, packed_dirs)
+    unrolled = packing.train_group(cfgs, [root / f"unrolled-{i}" for i in range(len(cfgs))], mode="unrolled")
+    assert [r["packing_mode"] for r in packed + unrolled] == ["vmap"] * 4 + ["unrolled"] * 4
     return root, cfgs, alone, packed, packed_dirs
 
 
@@ -55,6 +57,12 @@ def test_packed_losses_match_trials_run_alone(runs):
         assert rel < 5e-5, (i, rel)
         assert math.isclose(packed[i]["val_loss"], alone[i]["val_loss"], rel_tol=1e-4)
     print(f"worst relative train-loss difference over {STEPS} steps x {len(cfgs)} trials: {worst:.2e}")
+    # unrolled (K copies of the trainer's step in one program): each trial's arithmetic is its own run's
+    for i in range(len(cfgs)):
+        a, u = _losses(root / f"alone-{i}"), _losses(root / f"unrolled-{i}")
+        rel = max(abs(u[s] - a[s]) / abs(a[s]) for s in a)
+        print(f"unrolled trial {i}: worst relative difference {rel:.1e}")
+        assert rel < 1e-5, (i, rel)
     # the trials did differ: a packed group that trained one trial 4 times would fail here
     assert len({round(_losses(d)[STEPS], 6) for d in dirs}) == len(cfgs)
 
