@@ -299,3 +299,44 @@ def test_unreadable_record_beside_good_ones_is_excluded_and_named(study, tmp_pat
     assert fit_cli.main([str(tree), "--bootstrap", "0"]) == 0
     out = capsys.readouterr().out
     assert "1 unreadable result.json" in out and f"unreadable record (excluded): {tree / 'junk' / 'result.json'}" in out
+
+
+def test_wsd_branches_are_their_own_cells_and_marked_in_the_plot(tmp_path):
+    """Records of WSD cooldown branches (``stem.step``, ``config.schedule = wsd``) read like any
+    run, are never averaged with cosine runs of the same model and budget, and the
+    loss-vs-compute plot marks them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from scaling.analysis import plots, records, study as study_mod
+
+    root = synthetic.write_study(tmp_path / "study", seed=0)
+    paths = sorted(Path(root).rglob("result.json"))
+    for p in paths:
+        rec = json.loads(p.read_text())
+        rec["config"] = {**(rec.get("config") or {}), "schedule": "cosine"}
+        p.write_text(json.dumps(rec))
+    twins = []
+    base = len(records.best_per_cell(records.select_x(records.load([root]), "train_flops")[0]).columns["loss"])
+    done = [p for p in paths if json.loads(p.read_text()).get("status", "done") == "done"]
+    for i, p in enumerate(done[: len(done) // 3]):  # a WSD twin of a third of the finished runs, 1% worse
+        rec = json.loads(p.read_text())
+        rec.update(val_loss=rec["val_loss"] * 1.01, stem={"step": 10 + i, "run": "stem", "root": "stem"})
+        rec["config"]["schedule"] = "wsd"
+        twin = p.parent.parent / (p.parent.name + "-wsd") / "result.json"
+        twin.parent.mkdir()
+        twin.write_text(json.dumps(rec))
+        twins.append(twin)
+    table, x = records.select_x(records.load([root]), "train_flops")
+    assert np.sum(table.columns["branch_step"] > 0) == len(twins)
+    cells = records.best_per_cell(table)
+    twin_cells = {(r["model"], r["epochs"]) for r in (json.loads(t.read_text()) for t in twins)}  # lr trials: best
+    assert len(cells.columns["loss"]) == base + len(twin_cells)  # no branch averaged with its cosine twin
+    _, results = study_mod.analyse(cells, n_boot=0)
+    fig, ax = plt.subplots()
+    plots.loss_vs_compute(results, x, ax=ax)
+    marked = [c for c in ax.collections if "WSD branches" in str(c.get_label())]
+    assert marked and sum(len(c.get_offsets()) for c in marked) == len(twin_cells)  # one marker per branch cell
+    plt.close(fig)

@@ -29,7 +29,7 @@ import numpy as np
 # but differing in data were silently dropped as "lr trials").
 DESIGN = (
     "family", "model", "params", "epochs", "examples", "unique_examples", "train_size",
-    "dataset", "dataset_hash", "image_size", "batch_size",
+    "dataset", "dataset_hash", "image_size", "batch_size", "schedule",
 )
 AVERAGED = ("loss", "compute")
 

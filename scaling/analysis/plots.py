@@ -49,6 +49,11 @@ def loss_vs_compute(results, x: str, extend: float | None = None, ax=None):
                 o = np.argsort(c["compute"][sel])
                 ax.plot(c["compute"][sel][o], c["loss"][sel][o], "-", color=col, alpha=0.25, lw=0.8)
         ax.scatter(c["compute"], c["loss"], s=10, color=col, alpha=0.4)
+        branch = c.get("branch_step")
+        if branch is not None and branch.dtype != object and np.any(branch > 0):
+            sel = branch > 0  # WSD cooldown branches (nan compares False)
+            ax.scatter(c["compute"][sel], c["loss"][sel], s=36, marker="D", facecolors="none", edgecolors=col,
+                       label=f"{r.name} WSD branches (one stem, cooled down at each budget)")
         f = frontier_mask(c["compute"], c["loss"])
         o = np.argsort(c["compute"][f])
         ax.plot(c["compute"][f][o], c["loss"][f][o], "o", mfc=col, mec="k", ms=6, label=f"{r.name} frontier")

@@ -32,7 +32,7 @@ from scaling.errors import UserError
 STUDY_DEFAULT_X = "accelerator_hours"
 CSV_DEFAULT_X = "compute"
 _ALIASES = {"tokens": "examples", "examples_seen": "examples", "val_loss": "loss"}
-_TEXT = ("family", "model", "status", "dataset", "device_kind", "schema", "version", "source", "input")
+_TEXT = ("family", "model", "schedule", "status", "dataset", "device_kind", "schema", "version", "source", "input")
 # columns that must be positive where a CSV gives them (they are logged by the laws)
 POSITIVE = ("params", "examples", "epochs", "unique_examples", "train_size")
 
@@ -83,6 +83,11 @@ def _study_rows(root: Path, excluded: collections.Counter, unreadable: list) -> 
         row = {k: v for k, v in rec.items() if not isinstance(v, (dict, list))}
         row["loss"] = rec.get("val_loss")
         row["examples"] = rec.get("examples_seen")
+        config, stem = rec.get("config"), rec.get("stem")
+        if isinstance(config, dict) and config.get("schedule"):
+            row["schedule"] = config["schedule"]  # a WSD branch and a cosine run are different cells
+        if isinstance(stem, dict) and stem.get("step") is not None:
+            row["branch_step"] = stem["step"]  # a WSD cooldown branch: the stem step it started from
         row["run_dir"] = str(path.parent)
         row["source"], row["input"] = str(path), "study"
         rows.append(row)
