@@ -81,6 +81,8 @@ def test_packed_records_are_complete(runs):
         vals = [json.loads(ln) for ln in (d / "metrics.jsonl").read_text().splitlines() if "val_loss" in ln]
         assert [v["step"] for v in vals] == [10]
         assert sorted(int(p.name) for p in (d / "checkpoints").iterdir() if p.name.isdigit())[-1] == STEPS
+    # the same group again: nothing re-trained, the same records
+    assert packing.train_group(cfgs, dirs) == [json.loads((d / "result.json").read_text()) for d in dirs]
 
 
 def test_accounting_sums_to_group_wall_time(runs):
