@@ -82,6 +82,7 @@ class TrainConfig:
         if not isinstance(d, dict):
             raise UserError(f"a training config must be a JSON object, got {type(d).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
+        d = {k: v for k, v in d.items() if not k.startswith("_")}  # annotations, e.g. an emitted config's _prediction
         unknown = set(d) - names
         if unknown:
             raise UserError(f"unknown config fields: {', '.join(sorted(unknown))}")

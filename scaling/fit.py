@@ -41,6 +41,10 @@ def _parser() -> OneLineParser:
                    help="column to fit separately (default family; 'none' for one group)")
     p.add_argument("--predict", type=float, default=None, metavar="BUDGET",
                    help="predict loss, model size and epochs at this compute (units of --x)")
+    p.add_argument("--emit-config", metavar="PATH",
+                   help="with --predict: write the training config of the predicted optimum "
+                        "(run it with python -m scaling.train --config PATH)")
+    p.add_argument("--family", help="with --emit-config: the family whose optimum to write")
     p.add_argument("--out", default=None, metavar="DIR", help="write plots (and fit.json) here")
     p.add_argument("--format", default="png", metavar="FMTS", help="plot formats, comma separated (png,svg,pdf)")
     p.add_argument("--bootstrap", type=int, default=200, metavar="N", help="bootstrap resamples (0: none)")
@@ -185,6 +189,10 @@ def _check_args(args) -> list[str]:
         raise UserError(f"unknown --resample {args.resample!r}; choose auto, models or runs")
     if args.bootstrap < 0:
         raise UserError("--bootstrap must be >= 0")
+    if args.emit_config and args.predict is None:
+        raise UserError("--emit-config needs --predict BUDGET")
+    if args.emit_config and Path(args.emit_config).is_dir():
+        raise UserError(f"--emit-config {args.emit_config} is a directory; give a file path")
     if args.predict is not None and not (math.isfinite(args.predict) and args.predict > 0):
         raise UserError(f"--predict {args.predict:g}: the budget must be a finite positive number (units of --x)")
     if args.out is not None:
@@ -208,6 +216,12 @@ def main(argv: list[str] | None = None) -> int:
         resample=args.resample,
     )
     doc = _clean({"x": x, **doc})
+    if args.emit_config:
+        from scaling.analysis import recipe
+
+        emitted = recipe.emit(doc, table, args.emit_config, args.family)
+        doc["emitted_config"] = {"path": args.emit_config, "model": emitted["model"], "epochs": emitted["epochs"],
+                                 "lr": emitted["lr"], **{k: emitted["_prediction"][k] for k in ("identified", "notes")}}
     text = None if args.json else _summary(doc, x)  # rendered before anything is written
     if args.out:
         import matplotlib
@@ -225,6 +239,13 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(doc, indent=2))
     else:
         print(text)
+        if args.emit_config:
+            e = doc["emitted_config"]
+            tag = "" if e["identified"] else " (NOT IDENTIFIED: a guess, see _prediction)"
+            print(f"\nwrote {e['path']}: {e['model']}, {e['epochs']:g} epochs, lr {e['lr']:.3g}{tag}; "
+                  f"run it with python -m scaling.train --config {e['path']} --workdir DIR")
+            for n in e["notes"]:
+                print(f"  note: {n}")
         if args.out:
             print(f"\nwrote {len(doc['plots'])} plot file(s) and fit.json to {args.out}")
     return 0

@@ -340,3 +340,41 @@ def test_wsd_branches_are_their_own_cells_and_marked_in_the_plot(tmp_path):
     marked = [c for c in ax.collections if "WSD branches" in str(c.get_label())]
     assert marked and sum(len(c.get_offsets()) for c in marked) == len(twin_cells)  # one marker per branch cell
     plt.close(fig)
+
+
+REFERENCE = ROOT / "experiments" / "cifar10_reference" / "results"
+
+
+def test_emit_config_writes_a_runnable_config_of_the_predicted_optimum(tmp_path, capsys):
+    """``--predict B --emit-config PATH`` on the committed reference study: a TrainConfig the
+    trainer resolves (the nearest trained model, epochs*, the tuner's lr at the nearest
+    budget), with the prediction and its honesty (not identified here, and why) beside it."""
+    from scaling.config import TrainConfig, resolve
+
+    out = tmp_path / "optimal.json"
+    assert fit_cli.main([str(REFERENCE), "--law", "power", "--predict", "0.2", "--family", "nfnet",
+                         "--emit-config", str(out)]) == 0
+    text = capsys.readouterr().out
+    emitted = json.loads(out.read_text())
+    pred = emitted["_prediction"]
+    cfg = resolve(TrainConfig.from_json(emitted))
+    assert cfg.model.startswith("nfnet-") and cfg.epochs == pytest.approx(pred["epochs"]["value"], rel=1e-2)
+    assert cfg.steps is None and cfg.init_from is None
+    runs = [json.loads(p.read_text()) for p in REFERENCE.rglob("result.json")]
+    trained = {r["model"] for r in runs if r.get("family") == "nfnet"}
+    assert cfg.model in trained and any(r["model"] == cfg.model and r["config"]["lr"] == cfg.lr for r in runs)
+    assert pred["identified"] is False and any("outside the trained sizes" in n for n in pred["notes"])
+    assert "NOT IDENTIFIED" in text and f"--config {out}" in text
+
+
+@pytest.mark.parametrize("argline,word", [
+    ("--emit-config {out}", "needs --predict"),
+    ("--predict 0.2 --emit-config {out}", "name one with --family"),
+    ("--predict 0.2 --family resnet --emit-config {out}", "no family 'resnet'"),
+    ("--predict 0.2 --family nfnet --emit-config {dir}", "is a directory"),
+])
+def test_emit_config_bad_input_is_one_line_exit_2(tmp_path, argline, word):
+    out = tmp_path / "x.json"
+    r = run_cli(REFERENCE, "--law", "power", *argline.format(out=out, dir=tmp_path).split())
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and word in r.stderr, r.stderr
+    assert not out.exists()
