@@ -315,29 +315,36 @@ def test_missing_arrayrecord_paths(converted, tmp_path):
         open_stream("x", str(converted / meta["splits"]["test"]["shards"][0]))
 
 
+_TFDS_BUILDER: dict = {}  # TFDS registers a builder class by name once per process
+
+
 def _prepare_tfds(root: Path, data_dir: Path) -> str:
     """Prepare ``root``'s images as a TFDS data set in ArrayRecord format, from
     local files (no network, no TensorFlow needed); return its name."""
     import tensorflow_datasets as tfds
 
-    class_names = sorted(p.name for p in (root / "train").iterdir())
+    if "cls" not in _TFDS_BUILDER:
+        class ScalingLocalImages(tfds.core.GeneratorBasedBuilder):
+            VERSION = tfds.core.Version("1.0.0")
+            images: Path  # set per call: the folder to prepare
 
-    class ScalingLocalImages(tfds.core.GeneratorBasedBuilder):
-        VERSION = tfds.core.Version("1.0.0")
+            def _info(self):
+                class_names = sorted(p.name for p in (self.images / "train").iterdir())
+                return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+                    "image": tfds.features.Image(shape=(None, None, 3)),
+                    "label": tfds.features.ClassLabel(names=class_names)}))
 
-        def _info(self):
-            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(None, None, 3)),
-                "label": tfds.features.ClassLabel(names=class_names)}))
+            def _split_generators(self, dl_manager):
+                return {s: self._generate_examples(s) for s in ("train", "test")}
 
-        def _split_generators(self, dl_manager):
-            return {s: self._generate_examples(s) for s in ("train", "test")}
+            def _generate_examples(self, split):
+                for p in sorted((self.images / split).glob("*/*.jpg")):
+                    yield str(p.relative_to(self.images)), {"image": str(p), "label": p.parent.name}
 
-        def _generate_examples(self, split):
-            for p in sorted((root / split).glob("*/*.jpg")):
-                yield str(p.relative_to(root)), {"image": str(p), "label": p.parent.name}
-
-    ScalingLocalImages(data_dir=str(data_dir), file_format="array_record").download_and_prepare()
+        _TFDS_BUILDER["cls"] = ScalingLocalImages
+    cls = _TFDS_BUILDER["cls"]
+    cls.images = root
+    cls(data_dir=str(data_dir), file_format="array_record").download_and_prepare()
     return "scaling_local_images"
 
 
