@@ -68,7 +68,7 @@ def test_offset_test_separates_shared_from_independent_noise():
     assert detected / 200 >= 0.95
 
 
-@pytest.mark.parametrize("model_offset", [0.02, 0.0])
+@pytest.mark.parametrize("model_offset", [0.02, pytest.param(0.0, marks=pytest.mark.slow)])
 def test_parametric_coverage_with_and_without_a_model_shared_offset(model_offset):
     cov, by_model = _coverage(model_offset, "auto")
     print(f"offset {model_offset}: coverage of nominal 95% intervals {cov}; models resampled in {by_model}/{REPS}")
@@ -79,6 +79,7 @@ def test_parametric_coverage_with_and_without_a_model_shared_offset(model_offset
         assert by_model <= 20  # and not imagined (nominally 5% of replications)
 
 
+@pytest.mark.slow
 def test_the_bootstrap_over_runs_under_covers_a_model_shared_offset():
     """Why runs are not always the unit: resampling runs treats the shared offset as independent noise."""
     cov, _ = _coverage(0.02, "runs", reps=50)

@@ -124,7 +124,8 @@ def test_mean_reduced_huber_stops_early_where_summed_converges():
 # ---- coverage and accuracy on known laws ---------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["power", "saturating", "parametric"])
+@pytest.mark.parametrize("name", ["power", pytest.param("saturating", marks=pytest.mark.slow),
+                                  pytest.param("parametric", marks=pytest.mark.slow)])
 def test_bootstrap_interval_coverage_and_low_noise_accuracy(name):
     hits = {k: 0 for k in TRUTH[name]}
     for seed in range(N_SEEDS):

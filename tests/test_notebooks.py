@@ -47,6 +47,7 @@ def test_notebook_runs_on_synthetic_results(path, synthetic_results, monkeypatch
     execute(path, synthetic_results, monkeypatch)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not REAL.exists(), reason="no committed reference results yet")
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_on_committed_results(path, monkeypatch):

@@ -102,6 +102,7 @@ def test_accounting_sums_to_group_wall_time(runs):
         assert math.isclose(sum(parts.values()), r["accelerator_hours"], rel_tol=1e-9)
 
 
+@pytest.mark.slow
 def test_packed_group_resumes_after_sigkill(runs, tmp_path):
     """SIGKILL the group after step 12 (checkpoints every 5); the re-run ends as the uninterrupted group."""
     _, cfgs, _, packed, dirs = runs

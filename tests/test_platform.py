@@ -68,6 +68,7 @@ def test_user_choice_is_respected(env):
     assert lines[1].split()[1] == env.get("GLIBC_TUNABLES", "None")
 
 
+@pytest.mark.slow
 def test_tuned_malloc_removes_page_faults_of_xla_temporaries():
     tuned, untuned = _run(FAULTS), _run(FAULTS, SCALING_MALLOC="off")
     assert tuned.returncode == 0 and untuned.returncode == 0, tuned.stderr + untuned.stderr

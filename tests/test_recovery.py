@@ -73,7 +73,7 @@ def test_a_crashed_run_is_retried_by_the_same_command_and_charged_once(tmp_path,
     assert again.returncode == 0 and json.loads(again.stdout)["segments"] == 2
 
 
-@pytest.mark.parametrize("fault", ["final-eval", "write:result.json"])
+@pytest.mark.parametrize("fault", ["final-eval", pytest.param("write:result.json", marks=pytest.mark.slow)])
 def test_sigkill_at_the_end_resumes_to_the_same_result(tmp_path, cifar10_path, reference, fault):
     wd = tmp_path / "run"
     killed = run_cli("scaling.train", *_args(wd, cifar10_path), env={"SCALING_FAULT": fault})

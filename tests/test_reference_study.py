@@ -89,6 +89,7 @@ def test_text_predict_on_the_degenerate_vit_fit_does_not_crash(capsys):
     assert "params = 0" in vit and "NOT IDENTIFIED" in vit and "epochs = n/a" in vit
 
 
+@pytest.mark.slow
 def test_text_predict_never_crashes_and_tags_a_loss_from_a_degenerate_optimum(capsys):
     """Every law in text mode: exit 0 (or one-line exit 2 where the law cannot be fitted), no traceback."""
     from scaling import fit

@@ -180,6 +180,7 @@ def _kill_inside(cmd: list[str], work: Path, tid: str) -> float:
     return time.monotonic() - t0
 
 
+@pytest.mark.slow
 def test_sigkill_inside_a_stem_and_inside_a_branch_then_resume(tmp_path, cifar10_path):
     cfg_path, work = _study(tmp_path, cifar10_path)
     cmd = [sys.executable, "-m", "scaling.sweep", "--config", str(cfg_path), "--workdir", str(work), "--budget", "1"]
@@ -211,7 +212,10 @@ def test_sigkill_inside_a_stem_and_inside_a_branch_then_resume(tmp_path, cifar10
     chain = [snap.trials[t].result["study_accelerator_hours"] for t in (STEM1, STEM2, BRANCH2)]
     assert b2["accelerator_hours"] == pytest.approx(sum(chain))
     assert snap.trial_hours == pytest.approx(sum(rec.trainer_hours + rec.overhead_hours for rec in snap.trials.values()))
-    assert snap.trial_hours < sum(rec.result["accelerator_hours"] for rec in snap.trials.values())
+    # What the study trained (each stem once) is less than the standalone figures (each stem in every
+    # branch that continues it); process overheads belong to neither, so they are left out here.
+    assert sum(rec.trainer_hours for rec in snap.trials.values()) < sum(
+        rec.result["accelerator_hours"] for rec in snap.trials.values())
     # Every second once: the spend is the wall-clock of the three sweeps, give or take the
     # start-up estimate of each killed trainer process (a finished process's overhead, which
     # includes its exit; a killed one has none), and far from a stem counted twice (~20 s).
@@ -234,6 +238,7 @@ def get_config(arg=None):
 """
 
 
+@pytest.mark.slow
 def test_higher_budget_adds_a_longer_branch_on_the_same_stem(tmp_path):
     """Synthetic data (1,844 images: 28.8 steps per epoch at batch 64). A budget (150 s) fits the
     1- and 2-epoch branches; the 4,800-epoch one (138,300 steps) fits no CPU's 150 s, however fast.

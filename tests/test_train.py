@@ -52,6 +52,7 @@ def test_result_record_and_flops(tmp_path):
     assert again.returncode == 0 and json.loads(again.stdout)["wall_seconds"] == result["wall_seconds"]
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_matches_uninterrupted(tmp_path, cifar10_path):
     """Kill a real CIFAR-10 run mid-way; the resumed run ends with the same val loss."""
     steps = 120
@@ -86,6 +87,7 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path, cifar10_path):
     assert result["accelerator_hours"] > 0 and result["wall_seconds"] >= result["compile_seconds"]
 
 
+@pytest.mark.slow
 def test_four_simulated_devices_match_one(tmp_path):
     """Data parallelism over 4 CPU devices reproduces the single-device loss curve."""
     curves = {}
@@ -168,6 +170,7 @@ def test_no_restart_when_the_cache_cannot_store_the_train_step(tmp_path):
         assert "restarting" not in r.stderr
 
 
+@pytest.mark.slow
 def test_cli_restarts_once_after_compiling_and_accounts_for_both_processes(tmp_path):
     """A cache miss makes the CLI restart once (same PID) and train in the new
     process; the restart's time is charged; with the programs cached, no restart."""

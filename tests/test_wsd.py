@@ -110,6 +110,7 @@ def test_branch_that_does_not_fit_its_stem_is_refused(tmp_path):
         tmp_path, "--steps", "20", "--warmup-steps", WARMUP, "--init-from", stem)
 
 
+@pytest.mark.slow
 def test_validation_script_is_resumable_and_prints_the_table(tmp_path):
     """experiments/wsd_vs_cosine.py on tiny settings: cosine runs, a stem and its branches,
     the table; re-running trains nothing, a second cooldown shape reuses the stem."""
