@@ -180,7 +180,6 @@ def _kill_inside(cmd: list[str], work: Path, tid: str) -> float:
     return time.monotonic() - t0
 
 
-@pytest.mark.slow
 def test_sigkill_inside_a_stem_and_inside_a_branch_then_resume(tmp_path, cifar10_path):
     cfg_path, work = _study(tmp_path, cifar10_path)
     cmd = [sys.executable, "-m", "scaling.sweep", "--config", str(cfg_path), "--workdir", str(work), "--budget", "1"]
