@@ -31,3 +31,21 @@ def run_cli(module: str, *args: str, env: dict | None = None, timeout: float = 6
         timeout=timeout,
         cwd=REPO,
     )
+
+
+@pytest.fixture(scope="module")
+def varied(cifar10_path, tmp_path_factory):
+    """Real CIFAR-10 images re-saved at random 40-160 px sizes (``test_stream.build_varied_folder``)."""
+    from test_stream import build_varied_folder
+
+    return build_varied_folder(cifar10_path, tmp_path_factory.mktemp("varied") / "images")
+
+
+@pytest.fixture(scope="module")
+def converted(varied, tmp_path_factory):
+    """``varied`` converted to ArrayRecord shards."""
+    from scaling.data import convert
+
+    dst = tmp_path_factory.mktemp("ar") / "shards"
+    convert.convert(varied, dst, shard_size=128, progress=False)
+    return dst

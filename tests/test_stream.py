@@ -47,18 +47,6 @@ def build_varied_folder(cifar_zip: str, root: Path, seed: int = 0) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def varied(cifar10_path, tmp_path_factory) -> Path:
-    return build_varied_folder(cifar10_path, tmp_path_factory.mktemp("varied") / "images")
-
-
-@pytest.fixture(scope="module")
-def converted(varied, tmp_path_factory) -> Path:
-    dst = tmp_path_factory.mktemp("ar") / "shards"
-    convert.convert(varied, dst, shard_size=128, progress=False)
-    return dst
-
-
 CROP = CropConfig(train_size=48, eval_size=56)
 
 

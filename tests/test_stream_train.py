@@ -17,23 +17,9 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from test_stream import build_varied_folder
 
-from scaling.data import convert
 
 NO_RESTART = {"SCALING_RESTART_AFTER_COMPILE": "off"}
-
-
-@pytest.fixture(scope="module")
-def varied(cifar10_path, tmp_path_factory) -> Path:
-    return build_varied_folder(cifar10_path, tmp_path_factory.mktemp("varied") / "images")
-
-
-@pytest.fixture(scope="module")
-def converted(varied, tmp_path_factory) -> Path:
-    dst = tmp_path_factory.mktemp("ar") / "shards"
-    convert.convert(varied, dst, shard_size=128, progress=False)
-    return dst
 
 
 def _args(wd: Path, data: Path, *extra: str) -> list[str]:
