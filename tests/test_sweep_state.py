@@ -90,6 +90,30 @@ def test_spend_is_recomputed_from_records_without_double_counting(tmp_path):
     assert ledger.snapshot(paths).total == pytest.approx(snap.total)  # reading again charges nothing more
 
 
+def test_a_segment_killed_in_start_up_is_charged_no_more_than_it_lived(tmp_path):
+    """The start-up estimate of a killed segment is capped by what is known of its life:
+    the trainer's clock start where it got that far, else its session's last heartbeat."""
+    paths = state.Paths(tmp_path)
+    t = 1_000_000.0
+    est = 5.0 / 3600  # the calibrated start-up: 5 s
+    seg = lambda name, **kw: {"event": "start", "seg": name, "time": t, "est_overhead_hours": est,  # noqa: E731
+                              "devices": 1, **kw}
+    # Killed 2 s into its start-up: the session that launched it was last alive 1.5 s after the start.
+    state.write_json(paths.sessions / "s1.json", {"overhead_seconds": 0.0, "devices": 1, "alive_at": t + 1.5})
+    fake_trial(paths, "early", acct=None, result=None, segments=[seg("1", session="s1.json")])
+    # Its trainer's clock started 3 s after the launch, then it was killed: 3 s of start-up, measured.
+    fake_trial(paths, "late", acct=None, result=None, segments=[seg("2", session="s1.json")])
+    state.write_json(paths.run_dir("late") / "accounting.json",
+                     {"accelerator_hours": 10 / 3600, "segments": [{"wall": 10.0, "started_at": t + 3.0}]})
+    # No heartbeat and no clock known: the estimate, as before.
+    fake_trial(paths, "unknown", acct=None, result=None, segments=[seg("3")])
+    snap = ledger.snapshot(paths)
+    assert snap.trials["early"].overhead_hours == pytest.approx(1.5 / 3600)
+    assert snap.trials["late"].overhead_hours == pytest.approx(3.0 / 3600)
+    assert snap.trials["late"].trainer_hours == pytest.approx(10 / 3600)
+    assert snap.trials["unknown"].overhead_hours == pytest.approx(est)
+
+
 def test_session_charges_only_its_own_time(tmp_path):
     paths = state.Paths(tmp_path)
     s = ledger.Session(paths)

@@ -74,11 +74,8 @@ def trial_record(paths: Paths, trial_id: str) -> TrialRecord:
         end = ends.get(s["seg"])
         if end:
             overhead += end["overhead_hours"]
-        else:  # killed with its sweep: the start-up estimate, at most until the trial's next start
-            est = s.get("est_overhead_hours", 0.0)
-            if n + 1 < len(starts) and "time" in s and "time" in starts[n + 1]:
-                est = min(est, max(starts[n + 1]["time"] - s["time"], 0.0) / 3600.0)
-            overhead += est
+        else:  # killed with its sweep
+            overhead += _killed_startup_hours(paths, trial_id, s, starts[n + 1] if n + 1 < len(starts) else None)
         if end and end.get("rc") not in (0, None) and not end.get("stopped"):
             crashes += 1
     gave_up = state.read_json(paths.trial_dir(trial_id) / "failed.json")
@@ -92,6 +89,36 @@ def trial_record(paths: Paths, trial_id: str) -> TrialRecord:
         status = "started"
     return TrialRecord(trial_id, spec, status, trainer_hours(paths, trial_id), overhead, result,
                        sum(1 for s in segs if s.get("event") == "start"), crashes)
+
+
+def _killed_startup_hours(paths: Paths, trial_id: str, start: dict, next_start: dict | None) -> float:
+    """Start-up time of a segment killed with its sweep (no end record).
+
+    Measured where the trainer's clock started (its accounting segment's
+    ``started_at``); otherwise the calibrated estimate, but never more than the
+    segment can have lived: until the trial's next start, or the last heartbeat
+    of the sweep session that launched it (so a kill during start-up is not
+    charged a full start-up it never spent).
+    """
+    est = start.get("est_overhead_hours", 0.0)
+    t = start.get("time")
+    if t is None:
+        return est
+    acct = state.read_json(paths.run_dir(trial_id) / "accounting.json") or {}
+    clocks = [seg["started_at"] for seg in acct.get("segments", [])
+              if not seg.get("inherited") and seg.get("started_at", -1.0) >= t]
+    if clocks:
+        return min(est, (min(clocks) - t) * start.get("devices", 1) / 3600.0)
+    bounds = []
+    if next_start and "time" in next_start:
+        bounds.append(next_start["time"])
+    if start.get("session"):
+        alive = (state.read_json(paths.sessions / start["session"]) or {}).get("alive_at")
+        if alive is not None:
+            bounds.append(alive)
+    if bounds:
+        est = min(est, max(min(bounds) - t, 0.0) * start.get("devices", 1) / 3600.0)
+    return est
 
 
 @dataclasses.dataclass
@@ -169,6 +196,7 @@ class Session:
             self.flush()
 
     def flush(self) -> None:
-        state.write_json(self.path, {"overhead_seconds": self.overhead, "devices": 1, "pid": os.getpid()})
+        state.write_json(self.path, {"overhead_seconds": self.overhead, "devices": 1, "pid": os.getpid(),
+                                     "alive_at": time.time()})
         self.last_write = time.monotonic()
 
